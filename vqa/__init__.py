@@ -1,0 +1,1 @@
+"""Visual Question Answering with hierarchical co-attention."""

@@ -1,0 +1,34 @@
+"""The recursive answer MLP of Lu et al. 2016, Sec. 3.4 (Eq. 7-9)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RecursiveAnswerHead(nn.Module):
+    """``h^w = tanh(W_w(q^w + v^w))``, ``h^p = tanh(W_p[q^p + v^p, h^w])``,
+    ``h^s = tanh(W_s[q^s + v^s, h^p])``, ``p = softmax(W_h h^s)`` (logits are returned).
+
+    Args:
+        dim: size of the attended vectors.
+        hidden: size of h^w, h^p and h^s.
+        num_answers: size of the answer vocabulary.
+        dropout: before each linear layer, as in the reference code.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_answers: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.w_w = nn.Linear(dim, hidden)
+        self.w_p = nn.Linear(dim + hidden, hidden)
+        self.w_s = nn.Linear(dim + hidden, hidden)
+        self.w_h = nn.Linear(hidden, num_answers)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, levels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``levels``: (v^, q^) pairs, each (B, D), for word, phrase, question -> logits (B, A)."""
+        (v_w, q_w), (v_p, q_p), (v_s, q_s) = levels
+        h = torch.tanh(self.w_w(self.drop(q_w + v_w)))  # Eq. 7
+        h = torch.tanh(self.w_p(self.drop(torch.cat([q_p + v_p, h], -1))))  # Eq. 8
+        h = torch.tanh(self.w_s(self.drop(torch.cat([q_s + v_s, h], -1))))  # Eq. 9
+        return self.w_h(self.drop(h))

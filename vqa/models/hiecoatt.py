@@ -1,0 +1,85 @@
+"""Hierarchical Question-Image Co-Attention (Lu, Yang, Batra, Parikh, NeurIPS 2016, arXiv 1606.00061).
+
+Image regions are projected to ``d`` by linear + tanh; the question is encoded at word, phrase and
+question level; one co-attention module per level attends to regions and words together; the
+recursive MLP combines the three levels into answer logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vqa.models.coattention import ParallelCoAttention
+from vqa.models.head import RecursiveAnswerHead
+from vqa.models.question import HierarchicalQuestionEncoder
+
+LEVELS: tuple[str, ...] = ("word", "phrase", "question")
+
+
+class HieCoAtt(nn.Module):
+    """The full model; parts are swappable by config.
+
+    Args:
+        vocab_size: question vocabulary size (linked from the data module).
+        num_answers: answer vocabulary size (linked from the data module).
+        image_encoder: module mapping images (B, 3, H, W) to regions (B, N, C), with ``out_dim``
+            and ``grid_size`` attributes; ``None`` when the data serves cached features.
+        coattention: builds one co-attention module per level from ``(dim, hidden, dropout)``;
+            ``ParallelCoAttention`` or ``AlternatingCoAttention`` (or your own).
+        question_encoder: builds the question encoder from ``(vocab_size, dim)``.
+        image_dim: region feature size C when ``image_encoder`` is ``None``.
+        dim: feature size ``d``; hidden: attention size ``k``; answer_hidden: MLP size.
+        dropout: dropout throughout, as in the paper (0.5).
+        blind: zero the image features (a question-only ablation that keeps the architecture).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_answers: int,
+        image_encoder: nn.Module | None = None,
+        coattention: Callable[[int, int, float], nn.Module] = ParallelCoAttention,
+        question_encoder: Callable[[int, int], nn.Module] = HierarchicalQuestionEncoder,
+        image_dim: int | None = None,
+        dim: int = 512,
+        hidden: int = 512,
+        answer_hidden: int = 1024,
+        dropout: float = 0.5,
+        blind: bool = False,
+    ) -> None:
+        super().__init__()
+        if image_encoder is None and image_dim is None:
+            raise ValueError("give an image_encoder, or image_dim for cached features")
+        self.image_encoder = image_encoder
+        self.image_proj = nn.Linear(image_dim or image_encoder.out_dim, dim)
+        self.question_encoder = question_encoder(vocab_size, dim)
+        self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
+        self.head = RecursiveAnswerHead(dim, answer_hidden, num_answers, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.blind = blind
+
+    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
+        """Projected region features V (B, N, D)."""
+        if features is None:
+            features = self.image_encoder(image)  # (B, N, C)
+        if self.blind:
+            features = torch.zeros_like(features)
+        return torch.tanh(self.image_proj(self.drop(features)))  # (B, N, C) -> (B, N, D)
+
+    def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
+                image: torch.Tensor | None = None, features: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Returns ``logits`` (B, A), ``image_attention`` (B, L, N), ``question_attention`` (B, L, T)."""
+        v = self.regions(image, features)
+        levels, a_v, a_q = [], [], []
+        for q, coatt in zip(self.question_encoder(question, question_mask), self.coattention,
+                            strict=True):
+            v_hat, q_hat, av, aq = coatt(v, q, question_mask)
+            levels.append((v_hat, q_hat))
+            a_v.append(av)
+            a_q.append(aq)
+        return {"logits": self.head(levels), "image_attention": torch.stack(a_v, 1),
+                "question_attention": torch.stack(a_q, 1)}

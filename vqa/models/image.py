@@ -1,0 +1,93 @@
+"""Image encoders: an image (B, 3, H, W) becomes a grid of region features (B, N, C), N = h * w.
+
+Regions are listed row-major, so region ``n`` is grid cell ``(n // w, n % w)``. ``out_dim`` is C and
+``grid_size`` is ``(h, w)`` for the encoder's configured input size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import get_model
+from torchvision.models.feature_extraction import create_feature_extractor
+
+
+def coordinates(b: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) x and y coordinates in [-1, 1]."""
+    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W)
+    return grid.expand(b, -1, -1, -1)
+
+
+class SmallCNN(nn.Module):
+    """A few stride-2 convolutions for small synthetic images, with CoordConv inputs.
+
+    Deep ImageNet backbones leak absolute position through padding; a shallow CNN does not, so two
+    coordinate channels (Liu et al. 2018, "CoordConv") are appended to the input to let questions
+    about position and relations be answered.
+
+    Args:
+        channels: output channels of each stride-2 stage; the grid is ``image_size / 2**len``.
+        image_size: input side the grid size is reported for.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), image_size: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3 + 2
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                       nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.out_dim = c_in
+        side = image_size // 2 ** len(channels)
+        self.grid_size = (side, side)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = image.shape
+        x = self.net(torch.cat([image, coordinates(b, h, w, image)], 1))  # (B, C, h, w)
+        return x.flatten(2).transpose(1, 2)  # (B, C, h*w) -> (B, N, C)
+
+
+class TorchvisionEncoder(nn.Module):
+    """Any torchvision backbone, cut at ``layer`` (the paper: ResNet-152 ``layer4``, 448 x 448 input
+    -> 14 x 14 x 2048).
+
+    Args:
+        name: a ``torchvision.models.get_model`` name, e.g. ``resnet152`` or ``vgg19``.
+        weights: ``None`` (random init), a torchvision weights name such as ``IMAGENET1K_V2``
+            (downloaded by torchvision into its cache), or a local ``.pt``/``.pth`` state dict.
+        layer: the graph node whose output is the grid (``layer4`` for ResNets, ``features`` for VGG).
+        image_size: input side, used to report ``grid_size``.
+        frozen: keep the backbone in eval mode without gradients (the paper's setting).
+    """
+
+    def __init__(self, name: str = "resnet152", weights: str | None = None, layer: str = "layer4",
+                 image_size: int = 448, frozen: bool = True) -> None:
+        super().__init__()
+        is_file = weights is not None and weights.endswith((".pt", ".pth", ".bin"))
+        backbone = get_model(name, weights=None if is_file else weights)
+        if is_file:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            backbone.load_state_dict(state)
+        self.body = create_feature_extractor(backbone, {layer: "grid"})
+        self.frozen = frozen
+        if frozen:
+            self.body.requires_grad_(False)
+        with torch.no_grad():
+            probe = self.body.eval()(torch.zeros(1, 3, image_size, image_size))["grid"]
+        self.out_dim = probe.shape[1]
+        self.grid_size = tuple(probe.shape[2:])
+
+    def train(self, mode: bool = True) -> TorchvisionEncoder:
+        super().train(mode)
+        if self.frozen:  # batch-norm statistics stay those of the pretrained backbone
+            self.body.eval()
+        return self
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            x = self.body(image)["grid"]  # (B, C, h, w)
+        return x.flatten(2).transpose(1, 2)  # (B, N, C)

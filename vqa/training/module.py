@@ -1,0 +1,105 @@
+"""``VQAModule``: loss, metrics, optimiser and logging around a plain model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from vqa.data.vocab import VocabBundle
+from vqa.training.metrics import VQAAccuracy
+
+INPUTS = ("question", "question_mask", "image", "features")
+
+
+def _adam(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class VQAModule(pl.LightningModule):
+    """Trains any model with the ``HieCoAtt`` interface.
+
+    Args:
+        model: maps ``question``, ``question_mask`` and ``image`` or ``features`` to a dict with
+            ``logits`` (B, A) and attention maps.
+        loss: ``bce``: binary cross-entropy on the soft scores of all answers (summed over answers);
+            ``softmax``: cross-entropy on ``multiple_choice_answer``, as in the paper.
+        optimizer: optimiser factory (``class_path`` / ``init_args`` in YAML).
+        scheduler: optional learning-rate scheduler factory, stepped every epoch.
+    """
+
+    def __init__(self, model: nn.Module, loss: Literal["bce", "softmax"] = "bce",
+                 optimizer: OptimizerCallable = _adam,
+                 scheduler: LRSchedulerCallable | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = model
+        self.optimizer, self.scheduler = optimizer, scheduler  # hparams hold their configs
+        self.vocab: VocabBundle | None = None
+        self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in ("val", "test")})
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model(**{k: batch[k] for k in INPUTS if k in batch})
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        if self.hparams.loss == "softmax":
+            return F.cross_entropy(logits, batch["answer_index"], ignore_index=-100)
+        bce = F.binary_cross_entropy_with_logits(logits, batch["target"], reduction="none")
+        return bce.sum(1).mean()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch)["logits"], batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = self(batch)
+        n = len(batch["question"])
+        self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=n, sync_dist=True)
+        self.metrics[stage].update(out["logits"], batch["target"], batch["answer_type"])
+        return out  # attention maps for callbacks, without a second forward pass
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step("test", batch)
+
+    def _log_metric(self, stage: str) -> None:
+        for key, value in self.metrics[stage].compute().items():
+            self.log(f"{stage}/vqa_acc" + (f"/{key}" if key else ""), value.float(),
+                     prog_bar=not key)
+        self.metrics[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Answer indices per question id (``ResultsWriter`` turns them into strings)."""
+        return {"question_id": batch["question_id"], "answer": self(batch)["logits"].argmax(-1)}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.vocab is None and dm is not None and hasattr(dm, "vocab"):
+            self.vocab = dm.vocab
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.vocab is not None:
+            checkpoint["vqa_vocab"] = self.vocab.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "vqa_vocab" in checkpoint:
+            self.vocab = VocabBundle.from_dict(checkpoint["vqa_vocab"], "checkpoint")
