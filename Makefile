@@ -1,0 +1,40 @@
+# `make demo` and `make test` work on a fresh machine with Python 3.11 and pip.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHAPES := data/shapes
+RUN := runs/shapes/alternating
+CONFIG := configs/shapes/alternating.yaml
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test lint clean
+
+# Re-installs only when pyproject.toml changes; a second run does nothing.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(SHAPES)/v2_shapes_val_annotations.json: | $(STAMP)
+	$(BIN)/vqa make-shapes --out $(SHAPES) --train 20000 --val 2000 --seed 0
+
+# Generate the shapes data, train, answer the validation split with the best checkpoint, score it.
+demo: setup $(SHAPES)/v2_shapes_val_annotations.json
+	$(BIN)/vqa fit -c $(CONFIG)
+	$(BIN)/vqa predict -c $(CONFIG) --ckpt_path $(RUN)/checkpoints/best.ckpt
+	$(BIN)/vqa evaluate --questions $(SHAPES)/v2_OpenEnded_shapes_val_questions.json \
+		--annotations $(SHAPES)/v2_shapes_val_annotations.json \
+		--results $(RUN)/results_val.json --out $(RUN)/metrics.json
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check vqa tests scripts
+
+clean:
+	rm -rf runs lightning_logs wandb

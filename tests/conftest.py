@@ -1,0 +1,25 @@
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from vqa.data.datamodule import Split  # noqa: E402
+from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE, make_shapes  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny shapes dataset shared by the tests that only read it."""
+    return make_shapes(tmp_path_factory.mktemp("shapes"), train=300, val=100, seed=3)
+
+
+def shapes_split(root: Path, split: str) -> Split:
+    return Split(str(root / QUESTIONS_FILE.format(split=split)),
+                 str(root / ANNOTATIONS_FILE.format(split=split)), str(root / split), IMAGE_TEMPLATE)

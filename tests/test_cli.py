@@ -1,0 +1,87 @@
+"""The real `vqa` command: fit one epoch on a tiny shapes set, validate, predict, evaluate."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vqa.cli import main
+from vqa.data.shapes import ANNOTATIONS_FILE, QUESTIONS_FILE
+from vqa.training import VQAModule
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs/shapes/alternating.yaml")
+RUN = Path("runs/shapes/alternating")
+
+
+def split(root: Path, name: str) -> dict:
+    return {"questions": str(root / QUESTIONS_FILE.format(split=name)),
+            "annotations": str(root / ANNOTATIONS_FILE.format(split=name)),
+            "images": str(root / name)}
+
+
+@pytest.fixture
+def tiny_run(shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run folder of `vqa fit` for one short epoch, in a temporary working directory."""
+    monkeypatch.chdir(tmp_path)
+    override = {
+        "trainer": {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 2,
+                    "enable_progress_bar": False},
+        "data": {"train": split(shapes_dir, "train"), "val": split(shapes_dir, "val"),
+                 "batch_size": 16},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(override))
+    main(["fit", "-c", CONFIG, "-c", "tiny.yaml"])
+    return tmp_path
+
+
+def test_fit_validate_predict_evaluate(tiny_run: Path, shapes_dir: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    ckpt = RUN / "checkpoints/best.ckpt"
+    assert ckpt.is_file()
+    logs = sorted((RUN / "logs").glob("version_*"))
+    assert (logs[-1] / "vocab.json").is_file() and (logs[-1] / "config.yaml").is_file()
+    metrics = (logs[-1] / "metrics.csv").read_text()
+    assert "train/loss" in metrics and "val/vqa_acc/yes_no" in metrics
+
+    # The checkpoint reloads on its own, vocabulary included.
+    model = VQAModule.load_from_checkpoint(ckpt, weights_only=False)
+    assert model.vocab is not None and len(model.vocab.answers) > 5
+
+    # Validation reads the checkpoint's vocabulary even when the data would build another one.
+    other = {"data": {"train": split(shapes_dir, "val")}, "trainer": {"enable_progress_bar": False}}
+    Path("other.yaml").write_text(yaml.safe_dump(other))
+    main(["validate", "-c", CONFIG, "-c", "tiny.yaml", "-c", "other.yaml", "--ckpt_path", str(ckpt)])
+
+    main(["predict", "-c", CONFIG, "-c", "tiny.yaml", "--ckpt_path", str(ckpt)])
+    results = json.loads((RUN / "results_val.json").read_text())
+    assert len(results) == 100
+    assert all(set(r) == {"question_id", "answer"} and isinstance(r["answer"], str)
+               for r in results)
+    assert {r["answer"] for r in results} <= set(model.vocab.answers.tokens)
+
+    capsys.readouterr()
+    main(["evaluate", "--questions", split(shapes_dir, "val")["questions"],
+          "--annotations", split(shapes_dir, "val")["annotations"],
+          "--results", str(RUN / "results_val.json"), "--out", "metrics.json"])
+    printed = capsys.readouterr().out
+    written = json.loads(Path("metrics.json").read_text())
+    assert f"{written['overall']:6.2f}" in printed
+    assert set(written["perAnswerType"]) == {"yes/no", "number", "other"}
+    assert "count" in written["perQuestionType"]
+
+
+def test_make_shapes_command(tmp_path: Path) -> None:
+    main(["make-shapes", "--out", str(tmp_path / "s"), "--train", "20", "--val", "10",
+          "--seed", "1"])
+    assert len(json.loads((tmp_path / "s" / QUESTIONS_FILE.format(split="val")).read_text())
+               ["questions"]) == 10
+
+
+def test_evaluate_reports_bad_input(tmp_path: Path, shapes_dir: Path) -> None:
+    (tmp_path / "r.json").write_text("[]")
+    with pytest.raises(SystemExit, match="100 question\\(s\\) unanswered"):
+        main(["evaluate", "--questions", split(shapes_dir, "val")["questions"],
+              "--annotations", split(shapes_dir, "val")["annotations"],
+              "--results", str(tmp_path / "r.json")])

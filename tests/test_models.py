@@ -1,0 +1,112 @@
+"""Shapes, attention normalisation and masking of the co-attention model parts."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from vqa.models import (
+    AlternatingCoAttention,
+    HieCoAtt,
+    HierarchicalQuestionEncoder,
+    ParallelCoAttention,
+    SmallCNN,
+    TorchvisionEncoder,
+)
+
+B, N, T, D = 3, 16, 7, 32
+COATTENTIONS = [ParallelCoAttention, AlternatingCoAttention]
+
+
+def mask_with_lengths(*lengths: int, t: int = T) -> torch.Tensor:
+    return torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+
+
+@pytest.mark.parametrize("cls", COATTENTIONS)
+def test_coattention_shapes_and_normalisation(cls) -> None:
+    torch.manual_seed(0)
+    mask = mask_with_lengths(7, 4, 1)
+    v_hat, q_hat, a_v, a_q = cls(D, 24, dropout=0.0)(torch.randn(B, N, D), torch.randn(B, T, D), mask)
+    assert v_hat.shape == (B, D) and q_hat.shape == (B, D)
+    assert a_v.shape == (B, N) and a_q.shape == (B, T)
+    torch.testing.assert_close(a_v.sum(-1), torch.ones(B))
+    torch.testing.assert_close(a_q.sum(-1), torch.ones(B))
+    assert (a_q[~mask] == 0).all() and (a_q[mask] > 0).all()
+
+
+@pytest.mark.parametrize("cls", COATTENTIONS)
+def test_padding_content_has_no_effect(cls) -> None:
+    """Whatever sits in padded positions, outputs for the real words are unchanged."""
+    torch.manual_seed(0)
+    att = cls(D, 24, dropout=0.0).eval()
+    v, q = torch.randn(B, N, D), torch.randn(B, T, D)
+    mask = mask_with_lengths(5, 3, 2)
+    q2 = q.clone()
+    q2[~mask] = torch.randn(int((~mask).sum()), D) * 10
+    for x, y in zip(att(v, q, mask), att(v, q2, mask), strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_question_encoder_levels_and_padding() -> None:
+    torch.manual_seed(0)
+    enc = HierarchicalQuestionEncoder(vocab_size=20, dim=D, lstm_layers=2, dropout=0.0).eval()
+    ids = torch.randint(2, 20, (B, T))
+    mask = mask_with_lengths(7, 4, 2)
+    ids[~mask] = 0
+    word, phrase, sentence = enc(ids, mask)
+    assert word.shape == phrase.shape == sentence.shape == (B, T, D)
+    # Trailing padding does not change the features of real words at any level.
+    short = enc(ids[:, :4], mask[:, :4])
+    for full, cut in zip((word, phrase, sentence), short, strict=True):
+        torch.testing.assert_close(full[1, :4], cut[1, :4])
+    # The phrase feature at t sees words t..t+2: changing word 5 moves phrase 3, not phrase 2.
+    ids2 = ids.clone()
+    ids2[0, 5] = 1 if ids[0, 5] != 1 else 2
+    _, phrase2, _ = enc(ids2, mask)
+    assert not torch.allclose(phrase[0, 3], phrase2[0, 3])
+    torch.testing.assert_close(phrase[0, 2], phrase2[0, 2])
+
+
+@pytest.mark.parametrize("cls", COATTENTIONS)
+def test_hiecoatt_forward(cls) -> None:
+    model = HieCoAtt(30, 11, SmallCNN((8, 16), image_size=32), cls, dim=D, hidden=D,
+                     answer_hidden=48)
+    mask = mask_with_lengths(7, 5, 3)
+    out = model(torch.randint(1, 30, (B, T)) * mask, mask, image=torch.randn(B, 3, 32, 32))
+    assert out["logits"].shape == (B, 11)
+    assert out["image_attention"].shape == (B, 3, 64)  # 3 levels, 8 x 8 grid
+    assert out["question_attention"].shape == (B, 3, T)
+    assert not out["logits"].isnan().any()
+    torch.testing.assert_close(out["image_attention"].sum(-1), torch.ones(B, 3))
+    assert (out["question_attention"][~mask.unsqueeze(1).expand(-1, 3, -1)] == 0).all()
+
+
+def test_blind_model_ignores_the_image() -> None:
+    torch.manual_seed(0)
+    model = HieCoAtt(30, 11, SmallCNN((8,), image_size=16), dim=D, hidden=D, blind=True).eval()
+    q, mask = torch.randint(1, 30, (B, T)), torch.ones(B, T, dtype=torch.bool)
+    a = model(q, mask, image=torch.randn(B, 3, 16, 16))["logits"]
+    b = model(q, mask, image=torch.randn(B, 3, 16, 16))["logits"]
+    torch.testing.assert_close(a, b)
+
+
+def test_cached_features_path() -> None:
+    model = HieCoAtt(30, 11, image_dim=20, dim=D, hidden=D)
+    out = model(torch.ones(B, T, dtype=torch.long), torch.ones(B, T, dtype=torch.bool),
+                features=torch.randn(B, 49, 20))
+    assert out["image_attention"].shape == (B, 3, 49)
+
+
+def test_torchvision_encoder_grid_and_local_weights(tmp_path: Path) -> None:
+    """A torchvision backbone cut at layer4 gives the 448 -> 14 x 14 grid; local weights load."""
+    torch.manual_seed(0)
+    reference = resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    enc = TorchvisionEncoder("resnet18", weights=str(tmp_path / "r18.pth"), image_size=448)
+    assert enc.grid_size == (14, 14) and enc.out_dim == 512
+    torch.testing.assert_close(enc.body.conv1.weight, reference.conv1.weight)
+    x = torch.randn(1, 3, 448, 448)
+    grid = enc.train()(x)  # frozen: stays in eval mode, no gradients
+    assert grid.shape == (1, 196, 512) and not grid.requires_grad
+    assert not enc.body.training

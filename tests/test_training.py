@@ -1,0 +1,77 @@
+"""Both co-attention variants learn; checkpoints reload to identical predictions."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import shapes_split
+from vqa.data import VQADataModule, collate
+from vqa.models import AlternatingCoAttention, HieCoAtt, ParallelCoAttention, SmallCNN
+from vqa.training import VQAModule
+
+
+@pytest.fixture(scope="module")
+def datamodule(shapes_dir: Path) -> VQADataModule:
+    return VQADataModule(shapes_split(shapes_dir, "train"), shapes_split(shapes_dir, "val"),
+                         image_size=64, max_question_length=16, batch_size=16, cache_images=True)
+
+
+def tiny_model(dm: VQADataModule, coattention: type) -> HieCoAtt:
+    return HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16, 32)),
+                    coattention, dim=48, hidden=48, answer_hidden=64, dropout=0.0)
+
+
+@pytest.mark.parametrize("coattention", [ParallelCoAttention, AlternatingCoAttention])
+def test_overfits_a_tiny_batch(datamodule: VQADataModule, coattention: type) -> None:
+    torch.manual_seed(0)
+    ds = datamodule.dataset("train")
+    batch = collate([ds[i] for i in range(32)])
+    module = VQAModule(tiny_model(datamodule, coattention), loss="softmax")
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = module.loss(module(batch)["logits"], batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    module.eval()
+    score = batch["target"].gather(1, module(batch)["logits"].argmax(1, keepdim=True)).mean()
+    assert loss.item() < 0.05 and score.item() > 0.99
+
+
+def test_bce_loss_decreases(datamodule: VQADataModule) -> None:
+    torch.manual_seed(0)
+    ds = datamodule.dataset("train")
+    batch = collate([ds[i] for i in range(32)])
+    module = VQAModule(tiny_model(datamodule, ParallelCoAttention), loss="bce")
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    first = module.loss(module(batch)["logits"], batch).item()
+    for _ in range(60):
+        loss = module.loss(module(batch)["logits"], batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 3
+
+
+def test_checkpoint_reload_gives_identical_predictions(datamodule: VQADataModule,
+                                                       tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = VQAModule(tiny_model(datamodule, AlternatingCoAttention))
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = VQAModule.load_from_checkpoint(path, weights_only=False)
+    assert loaded.vocab.answers.tokens == datamodule.vocab.answers.tokens
+    assert loaded.vocab.questions.tokens == datamodule.vocab.questions.tokens
+    batch = collate([datamodule.dataset("val")[i] for i in range(16)])
+    module.eval()
+    loaded.eval()
+    with torch.no_grad():
+        a, b = module(batch), loaded(batch)
+    for key in ("logits", "image_attention", "question_attention"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
