@@ -1,0 +1,124 @@
+"""Reading the official VQA v1 / v2 question and annotation files, validated and joined.
+
+Questions: ``{"data_subtype": "val2014", "questions": [{"image_id", "question", "question_id"}]}``.
+Annotations: ``{"annotations": [{"question_id", "image_id", "question_type", "answer_type",
+"multiple_choice_answer", "answers": [10 x {"answer", "answer_confidence", "answer_id"}]}]}``.
+Fields beyond these (e.g. the shapes dataset's ``grounding``) are kept in ``Example.extra``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vqa._io import read_json
+
+ANSWER_TYPES: tuple[str, ...] = ("yes/no", "number", "other")
+COCO_TEMPLATE = "COCO_{data_subtype}_{image_id:012d}.jpg"
+_QUESTION_FIELDS = {"image_id": int, "question": str, "question_id": int}
+_ANNOTATION_FIELDS = {"question_id": int, "image_id": int, "question_type": str,
+                      "answer_type": str, "multiple_choice_answer": str, "answers": list}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question, joined with its annotation when the split has one."""
+
+    question_id: int
+    image_id: int
+    question: str
+    answers: tuple[str, ...] = ()
+    answer_type: str | None = None
+    question_type: str | None = None
+    multiple_choice_answer: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _records(path: str | os.PathLike, data: Any, key: str, fields: dict[str, type]
+             ) -> dict[int, dict]:
+    """The ``key`` list of a file's ``data``, each record checked for ``fields``, by question id."""
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ValueError(f"{path}: expected a JSON object with a {key!r} list")
+    out: dict[int, dict] = {}
+    for i, rec in enumerate(data[key]):
+        qid = rec.get("question_id", f"#{i}") if isinstance(rec, dict) else f"#{i}"
+        where = f"{path}: question_id {qid}" if isinstance(qid, int) else f"{path}: entry {i}"
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where} should be an object")
+        for name, kind in fields.items():
+            if name not in rec:
+                raise ValueError(f"{where} has no {name!r}")
+            if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
+                raise ValueError(f"{where} field {name!r} should be {kind.__name__}, "
+                                 f"got {type(rec[name]).__name__}")
+        if rec["question_id"] in out:
+            raise ValueError(f"{where} appears more than once")
+        out[rec["question_id"]] = rec
+    return out
+
+
+def _answers(path: str | os.PathLike, ann: dict) -> tuple[str, ...]:
+    qid = ann["question_id"]
+    if not ann["answers"]:
+        raise ValueError(f"{path}: question_id {qid} has an empty 'answers' list")
+    for i, a in enumerate(ann["answers"]):
+        if not isinstance(a, dict) or not isinstance(a.get("answer"), str):
+            raise ValueError(f"{path}: question_id {qid} answer {i} should be an object with a "
+                             "string 'answer'")
+    return tuple(a["answer"] for a in ann["answers"])
+
+
+def load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None = None
+             ) -> tuple[list[Example], str | None]:
+    """Read and join a questions file and (for annotated splits) its annotations file.
+
+    Returns the examples in question-file order and the questions' ``data_subtype``.
+    """
+    data = read_json(questions)
+    qs = _records(questions, data, "questions", _QUESTION_FIELDS)
+    subtype = data.get("data_subtype")
+    if annotations is None:
+        return [Example(qid, q["image_id"], q["question"], extra=_extra(q, _QUESTION_FIELDS))
+                for qid, q in qs.items()], subtype
+    anns = _records(annotations, read_json(annotations), "annotations", _ANNOTATION_FIELDS)
+    orphans = sorted(anns.keys() - qs.keys())
+    if orphans:
+        raise ValueError(f"{annotations}: {len(orphans)} annotation(s) have no question in "
+                         f"{questions}, e.g. question_id {orphans[:5]}")
+    examples = []
+    for qid, q in qs.items():
+        a = anns.get(qid)
+        if a is None:
+            raise ValueError(f"{annotations}: no annotation for question_id {qid} "
+                             f"(asked in {questions})")
+        if a["image_id"] != q["image_id"]:
+            raise ValueError(f"{annotations}: question_id {qid} has image_id {a['image_id']}, "
+                             f"but {questions} says {q['image_id']}")
+        examples.append(Example(
+            qid, q["image_id"], q["question"], _answers(annotations, a), a["answer_type"],
+            a["question_type"], a["multiple_choice_answer"],
+            {**_extra(q, _QUESTION_FIELDS), **_extra(a, _ANNOTATION_FIELDS)}))
+    return examples, subtype
+
+
+def _extra(rec: dict, known: dict[str, type]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in known}
+
+
+def image_paths(examples: list[Example], images: str | os.PathLike,
+                template: str = COCO_TEMPLATE, data_subtype: str | None = None
+                ) -> dict[int, Path]:
+    """Image file per image id (``template`` formatted with ``image_id`` and ``data_subtype``);
+    a missing file is an error naming the file and a question that needs it."""
+    out: dict[int, Path] = {}
+    for ex in examples:
+        if ex.image_id in out:
+            continue
+        path = Path(images) / template.format(image_id=ex.image_id, data_subtype=data_subtype)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image {ex.image_id} not found (needed by question_id "
+                                    f"{ex.question_id}); check the images folder and template")
+        out[ex.image_id] = path
+    return out
