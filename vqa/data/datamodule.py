@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
-from vqa.data.dataset import VQADataset, collate
+from vqa.data.dataset import ImageGroupedBatchSampler, VQADataset, collate
 from vqa.data.formats import COCO_TEMPLATE, image_paths, load_vqa
 from vqa.data.vocab import VocabBundle, tokenize
 
@@ -47,19 +47,24 @@ class VQADataModule(pl.LightningDataModule):
         vocab: path of saved vocabularies to use instead of building them.
         batch_size, num_workers: for the data loaders.
         cache_images: decode all images once and keep them in memory (small datasets).
+        group_by_image: training batches hold all questions of their images, so each image is
+            encoded once per batch (single process; about 5x less image-encoder work on shapes).
+        seed: seed of the grouped batch order.
     """
 
     def __init__(self, train: Split | None = None, val: Split | None = None,
                  test: Split | None = None, predict: Split | None = None, image_size: int = 448,
                  max_question_length: int = 26, min_word_count: int = 1, num_answers: int = 1000,
                  eval_version: EvalVersion = "current", vocab: str | None = None,
-                 batch_size: int = 64, num_workers: int = 0, cache_images: bool = False) -> None:
+                 batch_size: int = 64, num_workers: int = 0, cache_images: bool = False,
+                 group_by_image: bool = False, seed: int = 0) -> None:
         super().__init__()
         self.splits = {"train": train, "val": val, "test": test, "predict": predict or val}
         self.image_size, self.max_question_length = image_size, max_question_length
         self.min_word_count, self.num_answers = min_word_count, num_answers
         self.eval_version, self.vocab_path = eval_version, vocab
         self.batch_size, self.num_workers, self.cache_images = batch_size, num_workers, cache_images
+        self.group_by_image, self.seed = group_by_image, seed
         self._vocab: VocabBundle | None = None
         self._datasets: dict[str, VQADataset] = {}
 
@@ -108,9 +113,14 @@ class VQADataModule(pl.LightningDataModule):
             self.vocab.save(Path(trainer.log_dir) / "vocab.json")
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.dataset(name), self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=collate,
-                          persistent_workers=self.num_workers > 0)
+        ds = self.dataset(name)
+        common = {"num_workers": self.num_workers, "collate_fn": collate,
+                  "persistent_workers": self.num_workers > 0}
+        if shuffle and self.group_by_image:
+            sampler = ImageGroupedBatchSampler([ex.image_id for ex in ds.examples],
+                                               self.batch_size, seed=self.seed)
+            return DataLoader(ds, batch_sampler=sampler, **common)
+        return DataLoader(ds, self.batch_size, shuffle=shuffle, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,6 +1,6 @@
 """``VQADataset``: examples + vocabularies -> tensors, and ``collate`` for batches.
 
-An item is ``{"image": (3, S, S) float, "question": (T,) ids, "question_mask": (T,) bool,
+An item is ``{"image": (3, S, S) float, "image_id": (), "question": (T,) ids, "question_mask": (T,) bool,
 "target": (A,) soft scores, "answer_index": () most common answer or -100, "answer_type": ()
 index into ``ANSWER_TYPES`` or -1, "question_id": ()}``.
 """
@@ -8,13 +8,13 @@ index into ``ANSWER_TYPES`` or -1, "question_id": ()}``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from vqa.data.answers import EvalVersion, answer_scores, clean, normalize_answer
@@ -113,17 +113,66 @@ class VQADataset(Dataset):
         idx, scores = self.targets[i]
         target[idx] = torch.tensor(scores)
         question = self.questions[i]
-        return {"image": self.image(ex.image_id), "question": question,
+        return {"image": self.image(ex.image_id), "image_id": ex.image_id, "question": question,
                 "question_mask": question != 0, "target": target,
                 "answer_index": self.answer_index[i], "answer_type": self.answer_type[i],
                 "question_id": ex.question_id}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items and trim question padding to the longest question in the batch."""
+    """Stack items, trim question padding to the longest question in the batch, and keep each
+    image once: ``image`` is (B_img, 3, S, S) and ``image_index`` (B,) points into it, so
+    questions about the same image share one image-encoder pass."""
+    images: dict[int, int] = {}
+    for it in items:
+        images.setdefault(it["image_id"], len(images))
+    first = {row: it["image"] for it in items for row in (images[it["image_id"]],)}
     batch = {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k])
-             else torch.tensor([it[k] for it in items]) for k in items[0]}
+             else torch.tensor([it[k] for it in items]) for k in items[0] if k != "image"}
+    batch["image"] = torch.stack([first[r] for r in range(len(images))])
+    batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])
     length = max(int(batch["question_mask"].sum(1).max()), 1)
     batch["question"] = batch["question"][:, :length]  # (B, T) -> (B, T_batch)
     batch["question_mask"] = batch["question_mask"][:, :length]
     return batch
+
+
+class ImageGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of about ``batch_size`` questions made of whole images' question groups, in a
+    fresh random image order each epoch, so the image encoder runs once per image per batch.
+
+    Args:
+        image_ids: image id of every question in the dataset.
+        batch_size: questions per batch (a batch ends at the first image that reaches it).
+        shuffle: shuffle images each epoch (``False``: dataset order).
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+    """
+
+    def __init__(self, image_ids: Sequence[int], batch_size: int, shuffle: bool = True,
+                 seed: int = 0) -> None:
+        groups: dict[int, list[int]] = {}
+        for i, iid in enumerate(image_ids):
+            groups.setdefault(iid, []).append(i)
+        self.groups = list(groups.values())
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+
+    def _batches(self) -> list[list[int]]:
+        order = list(range(len(self.groups)))
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(order), generator=g).tolist()
+        batches, batch = [], []
+        for k in order:
+            batch += self.groups[k]
+            if len(batch) >= self.batch_size:
+                batches.append(batch)
+                batch = []
+        return batches + ([batch] if batch else [])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self._batches())

@@ -38,6 +38,7 @@ ANSWER_TYPE = {"exist": "yes/no", "compare": "yes/no", "relation": "yes/no", "co
 VARIANTS = {"yes": ("Yes", "yes."), "no": ("No", "no!"), "0": ("zero", "none"), "1": ("one",),
             "2": ("two",), "3": ("three",), "4": ("four",), "5": ("five",)}
 BACKGROUND = (20, 20, 20)
+MARGIN = 4  # pixels: position and relation questions are only asked when this clear
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,14 @@ def _size(rng: random.Random, objs: list[Obj], size: int) -> Question:
     return f"What size is the {o.color} {o.shape}?", o.size, [o], [4, 5]
 
 
-def _position(rng: random.Random, objs: list[Obj], size: int) -> Question:
-    o = rng.choice(objs)
+def _position(rng: random.Random, objs: list[Obj], size: int) -> Question | None:
+    axis = rng.randrange(2)
+    cands = [o for o in objs if abs(o.centre[axis] - size / 2) >= MARGIN]  # clearly on one side
+    if not cands:
+        return None
+    o = rng.choice(cands)
     x, y = o.centre
-    if rng.random() < 0.5:
+    if axis == 0:
         return (f"Is the {o.color} {o.shape} on the left or the right?",
                 "left" if x < size / 2 else "right", [o], [2, 3])
     return (f"Is the {o.color} {o.shape} at the top or the bottom?",
@@ -169,7 +174,7 @@ def _relation(rng: random.Random, objs: list[Obj], size: int) -> Question | None
 
     def before(a: Obj, b: Obj) -> bool | None:
         gap = b.centre[axis] - a.centre[axis]
-        return None if abs(gap) < 4 else gap > 0  # centres closer than 4 px: ambiguous, skip
+        return None if abs(gap) < MARGIN else gap > 0  # too close to call: not asked
 
     pair = _pair(rng, objs, want, before)
     if pair is None:

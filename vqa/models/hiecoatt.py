@@ -29,7 +29,7 @@ class HieCoAtt(nn.Module):
             and ``grid_size`` attributes; ``None`` when the data serves cached features.
         coattention: builds one co-attention module per level from ``(dim, hidden, dropout)``;
             ``ParallelCoAttention`` or ``AlternatingCoAttention`` (or your own).
-        question_encoder: builds the question encoder from ``(vocab_size, dim)``.
+        question_encoder: builds the question encoder from ``(vocab_size, dim, dropout)``.
         image_dim: region feature size C when ``image_encoder`` is ``None``.
         dim: feature size ``d``; hidden: attention size ``k``; answer_hidden: MLP size.
         dropout: dropout throughout, as in the paper (0.5).
@@ -42,7 +42,7 @@ class HieCoAtt(nn.Module):
         num_answers: int,
         image_encoder: nn.Module | None = None,
         coattention: Callable[[int, int, float], nn.Module] = ParallelCoAttention,
-        question_encoder: Callable[[int, int], nn.Module] = HierarchicalQuestionEncoder,
+        question_encoder: Callable[[int, int, float], nn.Module] = HierarchicalQuestionEncoder,
         image_dim: int | None = None,
         dim: int = 512,
         hidden: int = 512,
@@ -55,25 +55,29 @@ class HieCoAtt(nn.Module):
             raise ValueError("give an image_encoder, or image_dim for cached features")
         self.image_encoder = image_encoder
         self.image_proj = nn.Linear(image_dim or image_encoder.out_dim, dim)
-        self.question_encoder = question_encoder(vocab_size, dim)
+        self.question_encoder = question_encoder(vocab_size, dim, dropout)
         self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
         self.head = RecursiveAnswerHead(dim, answer_hidden, num_answers, dropout)
         self.drop = nn.Dropout(dropout)
         self.blind = blind
 
-    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
-        """Projected region features V (B, N, D)."""
+    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None,
+                image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected region features V (B, N, D); ``image_index`` (B,) picks each question's
+        image when a batch holds every image once."""
         if features is None:
-            features = self.image_encoder(image)  # (B, N, C)
+            features = self.image_encoder(image)  # (B_img, N, C)
+        if image_index is not None:
+            features = features[image_index]  # (B_img, N, C) -> (B, N, C)
         if self.blind:
             features = torch.zeros_like(features)
         return torch.tanh(self.image_proj(self.drop(features)))  # (B, N, C) -> (B, N, D)
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
-                image: torch.Tensor | None = None, features: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                image: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                image_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Returns ``logits`` (B, A), ``image_attention`` (B, L, N), ``question_attention`` (B, L, T)."""
-        v = self.regions(image, features)
+        v = self.regions(image, features, image_index)
         levels, a_v, a_q = [], [], []
         for q, coatt in zip(self.question_encoder(question, question_mask), self.coattention,
                             strict=True):

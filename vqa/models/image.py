@@ -21,18 +21,22 @@ def coordinates(b: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class SmallCNN(nn.Module):
-    """A few stride-2 convolutions for small synthetic images, with CoordConv inputs.
+    """A few stride-2 convolutions for small synthetic images, with coordinates in and out.
 
-    Deep ImageNet backbones leak absolute position through padding; a shallow CNN does not, so two
-    coordinate channels (Liu et al. 2018, "CoordConv") are appended to the input to let questions
-    about position and relations be answered.
+    Deep ImageNet backbones leak absolute position through padding; a shallow CNN does not. Two
+    coordinate channels are appended to the input (Liu et al. 2018, "CoordConv"), and the output
+    also carries ``coord_gates`` pairs of gated coordinates ``sigmoid(w_g^T f) * (x, y)``: a region
+    reports where it is only where a learned detector fires, so attention-pooled features keep the
+    position of the attended object instead of averaging in the empty background's.
 
     Args:
         channels: output channels of each stride-2 stage; the grid is ``image_size / 2**len``.
         image_size: input side the grid size is reported for.
+        coord_gates: number of gated coordinate pairs added to the output (0 for none).
     """
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), image_size: int = 64) -> None:
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), image_size: int = 64,
+                 coord_gates: int = 8) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3 + 2
@@ -41,14 +45,20 @@ class SmallCNN(nn.Module):
                        nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
             c_in = c
         self.net = nn.Sequential(*layers)
-        self.out_dim = c_in
+        self.gates = nn.Conv2d(c_in, coord_gates, 1) if coord_gates else None
+        self.out_dim = c_in + 2 * coord_gates
         side = image_size // 2 ** len(channels)
         self.grid_size = (side, side)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         b, _, h, w = image.shape
         x = self.net(torch.cat([image, coordinates(b, h, w, image)], 1))  # (B, C, h, w)
-        return x.flatten(2).transpose(1, 2)  # (B, C, h*w) -> (B, N, C)
+        if self.gates is not None:
+            g = torch.sigmoid(self.gates(x))  # (B, G, h, w)
+            xy = coordinates(b, *x.shape[2:], x)  # (B, 2, h, w)
+            gated = (g.unsqueeze(2) * xy.unsqueeze(1)).flatten(1, 2)  # (B, G, 2, h, w) -> (B, 2G, h, w)
+            x = torch.cat([x, gated], 1)
+        return x.flatten(2).transpose(1, 2)  # (B, C', h*w) -> (B, N, C')
 
 
 class TorchvisionEncoder(nn.Module):

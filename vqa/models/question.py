@@ -21,8 +21,8 @@ class HierarchicalQuestionEncoder(nn.Module):
         dropout: applied to the word embeddings and each level's output.
     """
 
-    def __init__(self, vocab_size: int, dim: int = 512, lstm_layers: int = 2,
-                 dropout: float = 0.5) -> None:
+    def __init__(self, vocab_size: int, dim: int = 512, dropout: float = 0.5,
+                 lstm_layers: int = 2) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.ngrams = nn.ModuleList(nn.Conv1d(dim, dim, s) for s in (1, 2, 3))
@@ -33,7 +33,7 @@ class HierarchicalQuestionEncoder(nn.Module):
     def forward(self, question: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T) ids and (B, T) mask -> word, phrase, question features, each (B, T, D)."""
-        word = torch.tanh(self.embed(question)) * mask.unsqueeze(-1)  # (B, T, D)
+        word = self.embed(question) * mask.unsqueeze(-1)  # (B, T, D)
         x = self.drop(word).transpose(1, 2)  # (B, D, T)
         grams = [torch.tanh(conv(F.pad(x, (0, conv.kernel_size[0] - 1)))) for conv in self.ngrams]
         phrase = torch.stack(grams).amax(0).transpose(1, 2)  # 3 x (B, D, T) -> (B, T, D), Eq. 2

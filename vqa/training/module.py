@@ -13,7 +13,7 @@ from torch import nn
 from vqa.data.vocab import VocabBundle
 from vqa.training.metrics import VQAAccuracy
 
-INPUTS = ("question", "question_mask", "image", "features")
+INPUTS = ("question", "question_mask", "image", "features", "image_index")
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
