@@ -9,7 +9,7 @@ CONFIG := configs/shapes/alternating.yaml
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo question-only test lint clean
 
 # Re-installs only when pyproject.toml changes; a second run does nothing.
 $(STAMP): pyproject.toml
@@ -30,11 +30,21 @@ demo: setup $(SHAPES)/v2_shapes_val_annotations.json
 		--annotations $(SHAPES)/v2_shapes_val_annotations.json \
 		--results $(RUN)/results_val.json --out $(RUN)/metrics.json
 
+# The same training with the image features zeroed: the shapes questions need the image.
+question-only: setup $(SHAPES)/v2_shapes_val_annotations.json
+	$(BIN)/vqa fit -c $(CONFIG) -c configs/shapes/question_only.yaml
+	$(BIN)/vqa predict -c $(CONFIG) -c configs/shapes/question_only.yaml \
+		--ckpt_path runs/shapes/question_only/checkpoints/best.ckpt
+	$(BIN)/vqa evaluate --questions $(SHAPES)/v2_OpenEnded_shapes_val_questions.json \
+		--annotations $(SHAPES)/v2_shapes_val_annotations.json \
+		--results runs/shapes/question_only/results_val.json \
+		--out runs/shapes/question_only/metrics.json
+
 test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check vqa tests scripts
+	$(BIN)/ruff check vqa tests
 
 clean:
 	rm -rf runs lightning_logs wandb

@@ -3,13 +3,13 @@ import os
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from vqa.data.datamodule import Split  # noqa: E402
-from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE, make_shapes  # noqa: E402
+from vqa.data.datamodule import Split
+from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE, make_shapes
 
 torch.set_num_threads(2)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from official_reference import official_evaluate
+
 from vqa.data.dataset import soft_targets
 from vqa.data.formats import ANSWER_TYPES, load_vqa
 from vqa.data.vocab import VocabBundle
@@ -76,7 +76,7 @@ def test_evaluator_known_values(tmp_path: Path) -> None:
 
 
 def test_duplicate_answer_records_follow_the_official_dict_comparison(tmp_path: Path) -> None:
-    q, a, qs, anns = random_files(tmp_path, n=5)
+    q, _, qs, anns = random_files(tmp_path, n=5)
     answers = anns["annotations"][0]["answers"]
     for d in answers:
         d.update(answer="cat", answer_id=1)  # ten identical records: each excludes all others

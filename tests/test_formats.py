@@ -47,7 +47,7 @@ def test_extra_fields_are_kept(tmp_path: Path) -> None:
 
 
 def test_question_without_annotation(tmp_path: Path) -> None:
-    _, _, qs, anns = official(tmp_path)
+    _, _, _, anns = official(tmp_path)
     del anns["annotations"][1]
     a = write(tmp_path / "a.json", anns)
     with pytest.raises(ValueError, match=r"a\.json: no annotation for question_id 421"):
@@ -55,7 +55,7 @@ def test_question_without_annotation(tmp_path: Path) -> None:
 
 
 def test_annotation_without_question(tmp_path: Path) -> None:
-    _, _, qs, anns = official(tmp_path)
+    _, _, qs, _ = official(tmp_path)
     del qs["questions"][0]
     q = write(tmp_path / "q.json", qs)
     with pytest.raises(ValueError, match=r"annotation\(s\) have no question .*\[420\]"):
@@ -98,7 +98,7 @@ def test_malformed_entries(tmp_path: Path, mutate, message: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.json"):
         load_vqa(tmp_path / "nope.json")
 
 

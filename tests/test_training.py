@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from conftest import shapes_split
+
 from vqa.data import VQADataModule, collate
 from vqa.models import AlternatingCoAttention, HieCoAtt, ParallelCoAttention, SmallCNN
 from vqa.training import VQAModule

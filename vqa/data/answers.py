@@ -73,10 +73,8 @@ def process_punctuation(text: str) -> str:
     out = text
     delete = _COMMA.search(text) is not None
     for p in PUNCTUATION:
-        if delete or p + " " in text or " " + p in text:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
+        touches_space = p + " " in text or " " + p in text
+        out = out.replace(p, "" if delete or touches_space else " ")
     # The official code passes re.UNICODE (= 32) as ``count``: at most 32 periods are removed.
     return _PERIOD.sub("", out, count=int(re.UNICODE))
 

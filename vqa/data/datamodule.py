@@ -120,7 +120,7 @@ class VQADataModule(pl.LightningDataModule):
             sampler = ImageGroupedBatchSampler([ex.image_id for ex in ds.examples],
                                                self.batch_size, seed=self.seed)
             return DataLoader(ds, batch_sampler=sampler, **common)
-        return DataLoader(ds, self.batch_size, shuffle=shuffle, **common)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

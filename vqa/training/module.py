@@ -29,7 +29,8 @@ class VQAModule(pl.LightningModule):
         loss: ``bce``: binary cross-entropy on the soft scores of all answers (summed over answers);
             ``softmax``: cross-entropy on ``multiple_choice_answer``, as in the paper.
         optimizer: optimiser factory (``class_path`` / ``init_args`` in YAML).
-        scheduler: optional learning-rate scheduler factory, stepped every epoch.
+        scheduler: optional learning-rate scheduler factory, stepped every epoch; one that takes
+            ``total_steps`` (``OneCycleLR``) gets the run's number of steps and steps per batch.
     """
 
     def __init__(self, model: nn.Module, loss: Literal["bce", "softmax"] = "bce",
@@ -89,7 +90,16 @@ class VQAModule(pl.LightningModule):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        # Schedulers that take ``total_steps`` (OneCycleLR) get the run's length and step per batch.
+        try:
+            scheduler = self.scheduler(optimizer,
+                                       total_steps=int(self.trainer.estimated_stepping_batches))
+        except TypeError as e:
+            if "total_steps" not in str(e):
+                raise
+            return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)

@@ -1,0 +1,96 @@
+"""Dataset items, image-grouped batches and vocabularies."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import shapes_split
+
+from vqa.data import VocabBundle, VQADataModule, collate, tokenize
+from vqa.data.dataset import ImageGroupedBatchSampler
+from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
+
+
+@pytest.fixture(scope="module")
+def datamodule(shapes_dir: Path) -> VQADataModule:
+    return VQADataModule(shapes_split(shapes_dir, "train"), shapes_split(shapes_dir, "val"),
+                         image_size=64, max_question_length=16, batch_size=16,
+                         group_by_image=True)
+
+
+def test_tokenize() -> None:
+    assert tokenize("What's on the table?") == ["what's", "on", "the", "table"]
+    assert tokenize("Is the red circle left of the blue square?")[2:4] == ["red", "circle"]
+
+
+def test_items_and_soft_targets(datamodule: VQADataModule) -> None:
+    ds = datamodule.dataset("train")
+    item = ds[0]
+    ex = ds.examples[0]
+    assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
+    words = [datamodule.vocab.questions.tokens[i] for i in item["question"][item["question_mask"]]]
+    assert words == tokenize(ex.question)
+    # At least 8 of the 10 shapes answers are right after normalisation: target 1.0 at the answer.
+    assert item["target"][item["answer_index"]] == 1.0
+    assert datamodule.vocab.answers.tokens[item["answer_index"]] == ex.multiple_choice_answer
+
+
+def test_collate_keeps_each_image_once(datamodule: VQADataModule) -> None:
+    ds = datamodule.dataset("train")
+    same_image = [i for i, ex in enumerate(ds.examples) if ex.image_id == ds.examples[0].image_id]
+    items = [ds[i] for i in [*same_image, len(ds) - 1]]
+    batch = collate(items)
+    assert batch["image"].shape[0] == 2
+    assert batch["image_index"].tolist() == [0] * len(same_image) + [1]
+    for it, row in zip(items, batch["image_index"], strict=True):
+        torch.testing.assert_close(batch["image"][row], it["image"])
+    assert batch["question"].shape[1] == int(batch["question_mask"].sum(1).max())
+
+
+def test_shared_images_give_the_same_outputs(datamodule: VQADataModule) -> None:
+    torch.manual_seed(0)
+    model = HieCoAtt(datamodule.question_vocab_size, datamodule.answer_vocab_size,
+                     SmallCNN((8, 16, 32)), AlternatingCoAttention, dim=32, hidden=32,
+                     answer_hidden=32, dropout=0.0).eval()
+    batch = collate([datamodule.dataset("train")[i] for i in range(12)])
+    with torch.no_grad():
+        shared = model(batch["question"], batch["question_mask"], batch["image"],
+                       image_index=batch["image_index"])
+        each = model(batch["question"], batch["question_mask"],
+                     batch["image"][batch["image_index"]])
+    torch.testing.assert_close(shared["logits"], each["logits"])
+
+
+def test_grouped_batches_cover_every_question_once(datamodule: VQADataModule) -> None:
+    image_ids = [ex.image_id for ex in datamodule.dataset("train").examples]
+    sampler = ImageGroupedBatchSampler(image_ids, batch_size=16, seed=1)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        flat = [i for b in epoch for i in b]
+        assert sorted(flat) == list(range(len(image_ids)))
+        for b in epoch:  # whole images only
+            ids = {image_ids[i] for i in b}
+            assert sum(image_ids.count(iid) for iid in ids) == len(b)
+        assert all(len(b) >= 16 for b in epoch[:-1])
+    assert first != second
+    assert list(ImageGroupedBatchSampler(image_ids, 16, seed=1)) == first
+    assert len(sampler) == len(first)
+
+
+def test_vocab_round_trip_and_bad_file(tmp_path: Path, datamodule: VQADataModule) -> None:
+    vocab = datamodule.vocab
+    vocab.save(tmp_path / "vocab.json")
+    loaded = VocabBundle.load(tmp_path / "vocab.json")
+    assert loaded.questions.tokens == vocab.questions.tokens
+    assert loaded.answers.tokens == vocab.answers.tokens
+    assert loaded.questions.get("never-seen-word") == 1  # <unk>
+    (tmp_path / "bad.json").write_text('{"answers": []}')
+    with pytest.raises(ValueError, match=r"bad\.json: not a vocabulary file"):
+        VocabBundle.load(tmp_path / "bad.json")
+
+
+def test_vocab_keeps_top_normalised_answers() -> None:
+    vocab = VocabBundle.build([["a", "b"], ["a"]], ["Two", "2", "yes", "Yes!", "no", "cat"],
+                              min_word_count=2, num_answers=3)
+    assert vocab.questions.tokens == ["<pad>", "<unk>", "a"]
+    assert vocab.answers.tokens == ["2", "yes", "cat"]
