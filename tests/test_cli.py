@@ -26,7 +26,7 @@ def tiny_run(shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """Run folder of `vqa fit` for one short epoch, in a temporary working directory."""
     monkeypatch.chdir(tmp_path)
     override = {
-        "trainer": {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 2,
+        "trainer": {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 2, "log_every_n_steps": 1,
                     "enable_progress_bar": False},
         "data": {"train": split(shapes_dir, "train"), "val": split(shapes_dir, "val"),
                  "batch_size": 16},

@@ -110,3 +110,22 @@ def test_torchvision_encoder_grid_and_local_weights(tmp_path: Path) -> None:
     grid = enc.train()(x)  # frozen: stays in eval mode, no gradients
     assert grid.shape == (1, 196, 512) and not grid.requires_grad
     assert not enc.body.training
+
+
+def test_small_cnn_gated_coordinates() -> None:
+    """With gates forced open, the extra channels are each region's (x, y) in [-1, 1], row-major;
+    forced shut, they are zero."""
+    cnn = SmallCNN((4, 8), image_size=32, coord_gates=3).eval()
+    assert cnn.out_dim == 8 + 2 * 3 and cnn.grid_size == (8, 8)
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        cnn.gates.weight.zero_()
+        cnn.gates.bias.fill_(30.0)
+        opened = cnn(image)[..., 8:]  # (B, N, 2G)
+        cnn.gates.bias.fill_(-30.0)
+        shut = cnn(image)[..., 8:]
+    assert opened.shape == (2, 64, 6)
+    xs = torch.linspace(-1, 1, 8)
+    torch.testing.assert_close(opened[0, 8 * 2 + 5, :2], torch.stack([xs[5], xs[2]]))  # row 2, col 5
+    torch.testing.assert_close(opened[1, :, 4:], opened[1, :, :2])  # every gate, same coordinates
+    assert shut.abs().max() < 1e-9
