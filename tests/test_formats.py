@@ -73,7 +73,7 @@ def test_image_id_mismatch(tmp_path: Path) -> None:
 def test_malformed_json_names_file_and_line(tmp_path: Path) -> None:
     p = tmp_path / "q.json"
     p.write_text('{"questions": [\n{"image_id": 1,\n}]}')
-    with pytest.raises(ValueError, match=r"q\.json: not valid JSON \(line 3"):
+    with pytest.raises(ValueError, match=r"q\.json: not valid JSON \(line 2, column 15"):
         load_vqa(p)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -9,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 
 @contextmanager
@@ -50,12 +53,25 @@ def atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> None:
         raise
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a parse error names the file, line and column."""
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: parsing millions of small objects otherwise triggers it
+    over and over (VQA v2 annotations: 2.1M answer dicts, about 2x slower)."""
+    was = gc.isenabled()
+    gc.disable()
     try:
-        with open(path) as f:
-            return json.load(f)
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file (orjson, collector paused); a parse error names the file, line and column."""
+    try:
+        with open(path, "rb") as f, gc_paused():
+            return orjson.loads(f.read())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
+    except json.JSONDecodeError as e:  # orjson's error is a json.JSONDecodeError
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e

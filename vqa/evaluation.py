@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from vqa._io import read_json
-from vqa.data.answers import EvalVersion, accuracy_from_matches, process_answers
+import numpy as np
+
+from vqa._io import gc_paused, read_json
+from vqa.data.answers import (
+    EvalVersion,
+    accuracy_from_matches,
+    clean,
+    process_answers,
+    process_digit_article,
+    process_punctuation,
+)
 from vqa.data.formats import Example, load_vqa
 
 
@@ -66,28 +75,31 @@ def score_examples(
     return scores
 
 
-def summarize(examples: Sequence[Example], scores: dict[int, float], n: int = 2) -> dict[str, Any]:
-    """Official rounding: ``round(100 * mean, n)`` overall, per question type, per answer type."""
+def summarize(question_ids: Sequence[int], types: Sequence[tuple[str, str]],
+              scores: Sequence[float], n: int = 2) -> dict[str, Any]:
+    """Official rounding, ``round(100 * mean, n)``, overall, per question type and per answer type
+    (``types``: (question type, answer type) per question; sums run in question order, as
+    the official script's do)."""
     by_q: dict[str, list[float]] = defaultdict(list)
     by_a: dict[str, list[float]] = defaultdict(list)
-    for ex in examples:
-        by_q[str(ex.question_type)].append(scores[ex.question_id])
-        by_a[str(ex.answer_type)].append(scores[ex.question_id])
+    for (qt, at), s in zip(types, scores, strict=True):
+        by_q[qt].append(s)
+        by_a[at].append(s)
 
-    def pct(v: list[float]) -> float:
-        return round(100 * sum(v) / len(v), n)
+    def pct(v: Sequence[float]) -> float:
+        return round(100 * float(sum(v)) / len(v), n)
 
     return {
-        "overall": pct(list(scores.values())),
+        "overall": pct(scores),
         "perQuestionType": {k: pct(v) for k, v in by_q.items()},
         "perAnswerType": {k: pct(v) for k, v in by_a.items()},
-        "num_questions": len(scores),
+        "num_questions": len(question_ids),
     }
 
 
-def check_coverage(examples: Sequence[Example], results: dict[int, str], source: str) -> None:
+def check_coverage(question_ids: Sequence[int], results: dict[int, str], source: str) -> None:
     """Results must answer exactly the annotated questions, as the official ``loadRes`` asserts."""
-    want = {ex.question_id for ex in examples}
+    want = set(question_ids)
     missing, extra = want - results.keys(), results.keys() - want
     if missing or extra:
         parts = []
@@ -98,18 +110,118 @@ def check_coverage(examples: Sequence[Example], results: dict[int, str], source:
         raise ValueError(f"{source}: results do not match the questions: " + "; ".join(parts))
 
 
+class _Strings:
+    """Strings as integer ids; transforms run once per distinct string (answers repeat a lot)."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, int] = {}
+
+    def ids(self, strings: list[str], *fns: Callable[[str], str]) -> list[np.ndarray]:
+        """For each ``fn``, the id of ``fn(s)`` for every ``s``, each shape (len(strings),)."""
+        distinct = list(dict.fromkeys(strings))
+        if not all(type(x) is str for x in distinct):
+            raise TypeError("answers must be strings")
+        position = {x: i for i, x in enumerate(distinct)}
+        where = np.fromiter(map(position.__getitem__, strings), np.int64, len(strings))
+        table = self.table
+        return [np.array([table.setdefault(fn(x), len(table)) for x in distinct], np.int64)[where]
+                for fn in fns]
+
+
+def score_table(flat: list[str], lengths: np.ndarray, predictions: list[str],
+                version: EvalVersion = "current") -> np.ndarray:
+    """Vectorised official accuracy per question when all answer records are distinct, (Q,).
+
+    ``flat`` holds every question's human answers in order, ``lengths`` (Q,) how many each.
+    Same rules as ``process_answers``; matches are counted on a (Q, L) array of string ids.
+    """
+    if version not in ("current", "2016"):
+        raise ValueError(f"unknown evaluation version {version!r}")
+    q, width = len(lengths), int(lengths.max())
+    rows = np.repeat(np.arange(q), lengths)
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    strings = _Strings()
+
+    def grid(ids: np.ndarray) -> np.ndarray:  # (Q, L), -1 where a question has fewer answers
+        out = np.full((q, width), -1, np.int64)
+        out[rows, cols] = ids
+        return out
+
+    def full(x: str) -> str:
+        return process_digit_article(process_punctuation(clean(x)))
+
+    if version == "current":  # identical (cleaned) answers are compared as they are
+        h_raw, h_norm = map(grid, strings.ids(flat, clean, full))
+        p_raw, p_norm = strings.ids(predictions, clean, full)
+    else:  # 2016: humans get punctuation only, the prediction is always normalised
+        h_raw, h_norm = map(grid, strings.ids(flat, str, process_punctuation))
+        p_raw = p_norm = strings.ids(predictions, full)[0]
+    valid = h_raw >= 0
+    same = ((h_raw == h_raw[:, :1]) | ~valid).all(1)  # (Q,) identical answers: not normalised
+    h = np.where(same[:, None], h_raw, h_norm)  # (Q, L)
+    p = np.where(same, p_raw, p_norm)  # (Q,)
+    m = ((h == p[:, None]) & valid).sum(1).astype(np.float64)  # (Q,) matching annotators
+    n = lengths.astype(np.float64)
+    return (m * np.minimum(1.0, (m - 1) / 3) + (n - m) * np.minimum(1.0, m / 3)) / n
+
+
+def _repeated_records(answer_ids: list, lengths: np.ndarray) -> np.ndarray:
+    """Indices of questions whose answer records may repeat (duplicate or missing answer_id)."""
+    ids = np.array([a if type(a) is int else -1 - i for i, a in enumerate(answer_ids)], np.int64)
+    q, width = len(lengths), int(lengths.max())
+    grid = np.full((q, width), np.iinfo(np.int64).max, np.int64)
+    grid[np.repeat(np.arange(q), lengths),
+         np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = ids
+    grid.sort(1)
+    dup = (grid[:, 1:] == grid[:, :-1]) & (grid[:, 1:] != np.iinfo(np.int64).max)
+    return np.flatnonzero(dup.any(1))
+
+
 def evaluate(
     questions: str | os.PathLike, annotations: str | os.PathLike, results: str | os.PathLike,
     version: EvalVersion = "current",
 ) -> dict[str, Any]:
-    """Score a results file against official question and annotation files."""
-    examples, _ = load_vqa(questions, annotations)
+    """Score a results file against official question and annotation files.
+
+    Fast path: one pass to flatten the files, then ``score_table``; any structural problem
+    is named by re-reading the files with the validating ``load_vqa``. The garbage collector is
+    paused throughout: nothing here makes cycles, and its full passes over the millions of
+    parsed objects would otherwise cost more than the scoring.
+    """
+    with gc_paused():
+        return _evaluate(questions, annotations, results, version)
+
+
+def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
+              results: str | os.PathLike, version: EvalVersion) -> dict[str, Any]:
+    q_data, a_data = read_json(questions), read_json(annotations)
+    try:
+        order = [q["question_id"] for q in q_data["questions"]]
+        anns = {a["question_id"]: a for a in a_data["annotations"]}
+        records = [anns[qid]["answers"] for qid in order]
+        lengths = np.fromiter(map(len, records), np.int64, len(records))
+        flat = [d["answer"] for recs in records for d in recs]
+        answer_ids = [d.get("answer_id") for recs in records for d in recs]
+        ok = len(anns) == len(order) and bool(lengths.all())
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:  # find the problem and name it
+        load_vqa(questions, annotations)
+        raise ValueError(f"{annotations}: annotations do not match {questions}")
     res = read_results(results)
-    check_coverage(examples, res, str(results))
-    anns = {a["question_id"]: a for a in read_json(annotations)["annotations"]}
-    fields = {qid: [tuple(sorted((k, repr(v)) for k, v in d.items() if k != "answer"))
-                    for d in a["answers"]] for qid, a in anns.items()}
-    summary = summarize(examples, score_examples(examples, res, version, fields))
+    check_coverage(order, res, str(results))
+    try:
+        scores = score_table(flat, lengths, [res[qid] for qid in order], version)
+    except TypeError:
+        load_vqa(questions, annotations)
+        raise
+    for i in _repeated_records(answer_ids, lengths):  # rare: compare whole records, as official
+        recs = records[i]
+        pred, proc = process_answers(res[order[i]], [d["answer"] for d in recs], version)
+        keys = [tuple(sorted((k, repr(v)) for k, v in d.items() if k != "answer")) for d in recs]
+        scores[i] = _leave_one_out(proc, [(a, *k) for a, k in zip(proc, keys, strict=True)], pred)
+    types = [(str(anns[qid]["question_type"]), str(anns[qid]["answer_type"])) for qid in order]
+    summary = summarize(order, types, scores.tolist())
     summary["eval_version"] = version
     return summary
 
