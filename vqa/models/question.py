@@ -10,6 +10,8 @@ from torch import nn
 class HierarchicalQuestionEncoder(nn.Module):
     """Word embeddings, n-gram phrase features and an LSTM over them.
 
+    Word level: ``q^w_t`` is the learned embedding, as the paper states (Sec. 3.2); the Torch
+    reference code adds a tanh, which on the shapes data slows learning markedly, so it is left out.
     Phrase level (Eq. 1-2): ``q^p_t = max_s tanh(W_c^s q^w_{t:t+s-1})`` for unigram, bigram and
     trigram windows starting at ``t`` (zero-padded at the end). Question level: ``q^s_t =
     LSTM(q^p_t)``. Padding is right-aligned, so the LSTM's outputs at real words never see it.
@@ -17,8 +19,8 @@ class HierarchicalQuestionEncoder(nn.Module):
     Args:
         vocab_size: question vocabulary size; index 0 is padding.
         dim: feature size ``d`` of all three levels.
-        lstm_layers: LSTM depth (the paper's reference code uses 2).
         dropout: applied to the word embeddings and each level's output.
+        lstm_layers: LSTM depth (the paper's reference code uses 2).
     """
 
     def __init__(self, vocab_size: int, dim: int = 512, dropout: float = 0.5,
