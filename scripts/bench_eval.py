@@ -10,6 +10,7 @@ that every number agrees, and prints both times from the same run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
@@ -40,13 +41,13 @@ def pool(rng: random.Random, size: int = 20000) -> list[str]:
 def make_files(out: Path, n: int, seed: int = 0) -> tuple[Path, Path, Path]:
     rng = random.Random(seed)
     answers = pool(rng)
-    weights = [1 / (i + 1) for i in range(len(answers))]  # Zipf-like
+    cum = list(itertools.accumulate(1 / (i + 1) for i in range(len(answers))))  # Zipf-like
     questions, annotations, results = [], [], []
     for qid in range(n):
         iid = qid // 5
         atype, qtype = rng.choice(TYPES)
-        base = rng.choices(answers, weights)[0]
-        human = [base if rng.random() < 0.7 else rng.choices(answers, weights)[0]
+        base = rng.choices(answers, cum_weights=cum)[0]
+        human = [base if rng.random() < 0.7 else rng.choices(answers, cum_weights=cum)[0]
                  for _ in range(10)]
         questions.append({"image_id": iid, "question": f"{qtype} x?", "question_id": qid})
         annotations.append({
@@ -54,7 +55,7 @@ def make_files(out: Path, n: int, seed: int = 0) -> tuple[Path, Path, Path]:
             "multiple_choice_answer": base,
             "answers": [{"answer": a, "answer_confidence": rng.choice(["yes", "maybe", "no"]),
                          "answer_id": k + 1} for k, a in enumerate(human)]})
-        pred = base if rng.random() < 0.6 else rng.choices(answers, weights)[0]
+        pred = base if rng.random() < 0.6 else rng.choices(answers, cum_weights=cum)[0]
         results.append({"question_id": qid, "answer": pred})
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "questions.json", out / "annotations.json", out / "results.json"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vqa._io import read_json
+from vqa._io import gc_paused, read_json
 
 ANSWER_TYPES: tuple[str, ...] = ("yes/no", "number", "other")
 COCO_TEMPLATE = "COCO_{data_subtype}_{image_id:012d}.jpg"
@@ -76,6 +76,12 @@ def load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None
 
     Returns the examples in question-file order and the questions' ``data_subtype``.
     """
+    with gc_paused():  # millions of small objects, no cycles
+        return _load_vqa(questions, annotations)
+
+
+def _load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None
+              ) -> tuple[list[Example], str | None]:
     data = read_json(questions)
     qs = _records(questions, data, "questions", _QUESTION_FIELDS)
     subtype = data.get("data_subtype")
