@@ -110,6 +110,14 @@ def check_coverage(question_ids: Sequence[int], results: dict[int, str], source:
         raise ValueError(f"{source}: results do not match the questions: " + "; ".join(parts))
 
 
+def _ragged_grid(values: np.ndarray, lengths: np.ndarray, fill: int) -> np.ndarray:
+    """Flat per-question values (sum(lengths),) laid out as (Q, max(lengths)), padded with fill."""
+    out = np.full((len(lengths), int(lengths.max())), fill, np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    out[rows, np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = values
+    return out
+
+
 class _Strings:
     """Strings as integer ids; transforms run once per distinct string (answers repeat a lot)."""
 
@@ -137,15 +145,10 @@ def score_table(flat: list[str], lengths: np.ndarray, predictions: list[str],
     """
     if version not in ("current", "2016"):
         raise ValueError(f"unknown evaluation version {version!r}")
-    q, width = len(lengths), int(lengths.max())
-    rows = np.repeat(np.arange(q), lengths)
-    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     strings = _Strings()
 
     def grid(ids: np.ndarray) -> np.ndarray:  # (Q, L), -1 where a question has fewer answers
-        out = np.full((q, width), -1, np.int64)
-        out[rows, cols] = ids
-        return out
+        return _ragged_grid(ids, lengths, -1)
 
     def full(x: str) -> str:
         return process_digit_article(process_punctuation(clean(x)))
@@ -168,10 +171,7 @@ def score_table(flat: list[str], lengths: np.ndarray, predictions: list[str],
 def _repeated_records(answer_ids: list, lengths: np.ndarray) -> np.ndarray:
     """Indices of questions whose answer records may repeat (duplicate or missing answer_id)."""
     ids = np.array([a if type(a) is int else -1 - i for i, a in enumerate(answer_ids)], np.int64)
-    q, width = len(lengths), int(lengths.max())
-    grid = np.full((q, width), np.iinfo(np.int64).max, np.int64)
-    grid[np.repeat(np.arange(q), lengths),
-         np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = ids
+    grid = _ragged_grid(ids, lengths, np.iinfo(np.int64).max)
     grid.sort(1)
     dup = (grid[:, 1:] == grid[:, :-1]) & (grid[:, 1:] != np.iinfo(np.int64).max)
     return np.flatnonzero(dup.any(1))
