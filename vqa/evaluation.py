@@ -7,10 +7,12 @@ Numbers equal ``vqaEval.py`` on the same files (``version`` chooses which releas
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Callable, Sequence
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from vqa._io import gc_paused, read_json
@@ -75,25 +77,30 @@ def score_examples(
     return scores
 
 
-def summarize(question_ids: Sequence[int], types: Sequence[tuple[str, str]],
-              scores: Sequence[float], n: int = 2) -> dict[str, Any]:
+def _pct(values: list[float], n: int) -> float:
+    return round(100 * float(sum(values)) / len(values), n)  # Python's sum, as the official script
+
+
+def _grouped_pct(keys: Sequence[str], scores: np.ndarray, n: int) -> dict[str, float]:
+    """``_pct`` per distinct key (in order of first appearance), each sum in question order."""
+    codes = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    ids = np.fromiter(map(codes.__getitem__, keys), np.int64, len(keys))
+    order = np.argsort(ids, kind="stable")
+    parts = np.split(scores[order], np.cumsum(np.bincount(ids, minlength=len(codes)))[:-1])
+    return {k: _pct(parts[i].tolist(), n) for k, i in codes.items()}
+
+
+def summarize(question_types: Sequence[str], answer_types: Sequence[str],
+              scores: Sequence[float] | np.ndarray, n: int = 2) -> dict[str, Any]:
     """Official rounding, ``round(100 * mean, n)``, overall, per question type and per answer type
-    (``types``: (question type, answer type) per question; sums run in question order, as
-    the official script's do)."""
-    by_q: dict[str, list[float]] = defaultdict(list)
-    by_a: dict[str, list[float]] = defaultdict(list)
-    for (qt, at), s in zip(types, scores, strict=True):
-        by_q[qt].append(s)
-        by_a[at].append(s)
-
-    def pct(v: Sequence[float]) -> float:
-        return round(100 * float(sum(v)) / len(v), n)
-
+    (one type of each kind and one score per question; sums run in question order, as the
+    official script's do)."""
+    scores = np.asarray(scores, np.float64)
     return {
-        "overall": pct(scores),
-        "perQuestionType": {k: pct(v) for k, v in by_q.items()},
-        "perAnswerType": {k: pct(v) for k, v in by_a.items()},
-        "num_questions": len(question_ids),
+        "overall": _pct(scores.tolist(), n),
+        "perQuestionType": _grouped_pct(question_types, scores, n),
+        "perAnswerType": _grouped_pct(answer_types, scores, n),
+        "num_questions": len(scores),
     }
 
 
@@ -177,16 +184,62 @@ def _repeated_records(answer_ids: list, lengths: np.ndarray) -> np.ndarray:
     return np.flatnonzero(dup.any(1))
 
 
+class _Question(msgspec.Struct, gc=False):
+    question_id: int
+    image_id: int
+
+
+class _Questions(msgspec.Struct, gc=False):
+    questions: list[_Question]
+
+
+class _Answer(msgspec.Struct, gc=False):
+    answer: str
+    answer_id: Any = None
+
+
+class _Annotation(msgspec.Struct, gc=False):
+    question_id: int
+    image_id: int
+    question_type: str
+    answer_type: str
+    answers: list[_Answer]
+
+
+class _Annotations(msgspec.Struct, gc=False):
+    annotations: list[_Annotation]
+
+
+class _Result(msgspec.Struct, gc=False):
+    question_id: int
+    answer: str
+
+
+def _decode(path: str | os.PathLike, kind: type, explain: Callable[[], object]) -> Any:
+    """Decode only the fields the evaluation reads, typed (msgspec skips the rest unparsed).
+
+    On bad input ``explain`` re-reads the file with a validating reader that names the question;
+    if that finds nothing, msgspec's own message (with the JSON path) is raised.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except msgspec.MsgspecError as e:
+        explain()
+        raise ValueError(f"{path}: {e}") from None
+
+
 def evaluate(
     questions: str | os.PathLike, annotations: str | os.PathLike, results: str | os.PathLike,
     version: EvalVersion = "current",
 ) -> dict[str, Any]:
     """Score a results file against official question and annotation files.
 
-    Fast path: one pass to flatten the files, then ``score_table``; any structural problem
-    is named by re-reading the files with the validating ``load_vqa``. The garbage collector is
-    paused throughout: nothing here makes cycles, and its full passes over the millions of
-    parsed objects would otherwise cost more than the scoring.
+    Fast path: typed decoding of just the needed fields, then ``score_table`` on string ids; any
+    structural problem is named by re-reading the files with the validating ``load_vqa`` and
+    ``read_results``. The garbage collector is paused throughout: nothing here makes cycles, and
+    its passes over the millions of parsed objects would otherwise cost more than the scoring.
     """
     with gc_paused():
         return _evaluate(questions, annotations, results, version)
@@ -194,34 +247,43 @@ def evaluate(
 
 def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
               results: str | os.PathLike, version: EvalVersion) -> dict[str, Any]:
-    q_data, a_data = read_json(questions), read_json(annotations)
+    def explain() -> None:
+        load_vqa(questions, annotations)
+
+    qs = _decode(questions, _Questions, explain).questions
+    anns = {a.question_id: a for a in _decode(annotations, _Annotations, explain).annotations}
+    order = [q.question_id for q in qs]
     try:
-        order = [q["question_id"] for q in q_data["questions"]]
-        anns = {a["question_id"]: a for a in a_data["annotations"]}
-        records = [anns[qid]["answers"] for qid in order]
-        lengths = np.fromiter(map(len, records), np.int64, len(records))
-        flat = [d["answer"] for recs in records for d in recs]
-        answer_ids = [d.get("answer_id") for recs in records for d in recs]
-        ok = len(anns) == len(order) and bool(lengths.all())
-    except (KeyError, TypeError, AttributeError):
+        joined = [anns[q.question_id] for q in qs]
+        ok = len(anns) == len(order) == len(set(order)) and all(
+            a.image_id == q.image_id and a.answers for a, q in zip(joined, qs, strict=True))
+    except KeyError:
         ok = False
     if not ok:  # find the problem and name it
-        load_vqa(questions, annotations)
+        explain()
         raise ValueError(f"{annotations}: annotations do not match {questions}")
-    res = read_results(results)
+    res_list = _decode(results, list[_Result], lambda: read_results(results))
+    res = {r.question_id: r.answer for r in res_list}
+    if len(res) != len(res_list):
+        read_results(results)  # names the repeated question id
     check_coverage(order, res, str(results))
-    try:
-        scores = score_table(flat, lengths, [res[qid] for qid in order], version)
-    except TypeError:
-        load_vqa(questions, annotations)
-        raise
-    for i in _repeated_records(answer_ids, lengths):  # rare: compare whole records, as official
-        recs = records[i]
-        pred, proc = process_answers(res[order[i]], [d["answer"] for d in recs], version)
-        keys = [tuple(sorted((k, repr(v)) for k, v in d.items() if k != "answer")) for d in recs]
-        scores[i] = _leave_one_out(proc, [(a, *k) for a, k in zip(proc, keys, strict=True)], pred)
-    types = [(str(anns[qid]["question_type"]), str(anns[qid]["answer_type"])) for qid in order]
-    summary = summarize(order, types, scores.tolist())
+
+    answer_lists = list(map(attrgetter("answers"), joined))
+    lengths = np.fromiter(map(len, answer_lists), np.int64, len(joined))
+    records = list(chain.from_iterable(answer_lists))  # every human answer record, in order
+    scores = score_table(list(map(attrgetter("answer"), records)), lengths,
+                         list(map(res.__getitem__, order)), version)
+    repeated = _repeated_records(list(map(attrgetter("answer_id"), records)), lengths)
+    if len(repeated):  # rare: records may repeat, compare whole records as the official script
+        full = {a["question_id"]: a["answers"] for a in read_json(annotations)["annotations"]}
+        for i in repeated:
+            recs = full[order[i]]
+            pred, proc = process_answers(res[order[i]], [d["answer"] for d in recs], version)
+            keys = [tuple(sorted((k, repr(v)) for k, v in d.items() if k != "answer")) for d in recs]
+            recs_ = [(a, *k) for a, k in zip(proc, keys, strict=True)]
+            scores[i] = _leave_one_out(proc, recs_, pred)
+    summary = summarize(list(map(attrgetter("question_type"), joined)),
+                        list(map(attrgetter("answer_type"), joined)), scores)
     summary["eval_version"] = version
     return summary
 
