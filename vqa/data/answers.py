@@ -143,9 +143,13 @@ def answer_scores(human: Sequence[str], version: EvalVersion = "current"
     """Official accuracy of every answer that scores above zero, keyed by its processed form.
 
     Returns ``(scores, normalise)``: a prediction ``p`` scores ``scores.get(f(p), 0)`` where ``f``
-    is ``normalize_answer`` if ``normalise`` else ``clean``.
+    is ``normalize_answer`` if ``normalise`` else ``clean``. A single reference answer (COCO-QA)
+    scores 1 for a match after normalisation, 0 otherwise: COCO-QA's exact-match accuracy on
+    vocabulary answers, which are stored normalised.
     """
     _check(version)
+    if len(human) == 1:
+        return {normalize_answer(human[0]): 1.0}, True
     _, processed = process_answers("", human, version)
     normalise = version == "2016" or len({clean(h) for h in human}) > 1
     counts = Counter(processed)

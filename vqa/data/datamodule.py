@@ -1,50 +1,84 @@
-"""``VQADataModule``: official-format splits -> vocabularies -> datasets -> loaders."""
+"""``VQADataModule``: dataset files -> vocabularies -> preprocessed splits -> loaders."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
-from vqa.data.dataset import ImageGroupedBatchSampler, VQADataset, collate
-from vqa.data.formats import COCO_TEMPLATE, image_paths, load_vqa
+from vqa.data.dataset import (
+    CachedFeatures,
+    ImageFiles,
+    ImageGroupedBatchSampler,
+    VQADataset,
+    collate,
+)
+from vqa.data.formats import COCO_TEMPLATE, Example, image_paths, load_cocoqa, load_vqa
+from vqa.data.preprocess import Preprocessed, cached, file_key, preprocess
 from vqa.data.vocab import VocabBundle, tokenize
+from vqa.features import FeatureCache
 
 
 @dataclass
 class Split:
-    """One split in the official format.
+    """One split of a dataset on disk.
 
     Args:
-        questions: questions JSON.
-        annotations: annotations JSON (``None`` for test splits).
+        questions: ``vqa``: the questions JSON; ``cocoqa``: the split folder (``train/``, ``test/``).
+        annotations: annotations JSON (``vqa`` only; ``None`` for test splits).
         images: folder of image files.
         image_template: file name per image, formatted with ``image_id`` and ``data_subtype``.
+        format: ``vqa`` (VQA v1 / v2, open-ended or multiple choice) or ``cocoqa``.
+        data_subtype: overrides the questions file's (COCO-QA has none: ``train2014``, ``val2014``).
+        features: a feature cache folder (``vqa extract-features``); when given, the model reads
+            cached grid features instead of images.
     """
 
     questions: str
     annotations: str | None = None
     images: str | None = None
     image_template: str = COCO_TEMPLATE
+    format: Literal["vqa", "cocoqa"] = "vqa"
+    data_subtype: str | None = None
+    features: str | None = None
+
+    def load(self) -> tuple[list[Example], str | None]:
+        """The split's examples and data subtype."""
+        if self.format == "cocoqa":
+            return load_cocoqa(self.questions), self.data_subtype
+        examples, subtype = load_vqa(self.questions, self.annotations)
+        return examples, self.data_subtype or subtype
+
+    def key(self) -> list[Any]:
+        """What the split's preprocessing depends on (see ``vqa.data.preprocess.cached``)."""
+        return [self.format, file_key(self.questions),
+                file_key(self.annotations) if self.annotations else None]
+
+
+Splits = Split | list[Split]
 
 
 class VQADataModule(pl.LightningDataModule):
-    """Serves official-format VQA splits as image batches.
+    """Serves VQA v1 / v2 and COCO-QA splits as batches of images or cached features.
 
     Vocabularies come from ``vocab`` (a ``vocab.json`` or a checkpoint) when given, otherwise they
     are built from the training split; ``fit`` saves them as ``vocab.json`` in the run's log folder.
+    Preprocessed splits (tokens, soft targets) and built vocabularies are cached in ``cache_dir``.
 
     Args:
-        train, val, test, predict: the splits (``predict`` defaults to ``val``).
+        train, val, test, predict: the splits (``predict`` defaults to ``val``); a list is read as
+            one split (e.g. train + val for test-dev submissions).
         image_size: square side images are resized to.
         max_question_length: questions are cut to this many tokens.
         min_word_count: words seen fewer times in training become ``<unk>``.
         num_answers: size of the answer vocabulary (most common training answers).
         eval_version: official evaluation release the soft targets and metrics reproduce.
         vocab: path of saved vocabularies to use instead of building them.
+        cache_dir: folder for preprocessed splits and vocabularies (``None``: no caching).
         batch_size, num_workers: for the data loaders.
         cache_images: decode all images once and keep them in memory (small datasets).
         group_by_image: training batches hold all questions of their images, so each image is
@@ -52,17 +86,17 @@ class VQADataModule(pl.LightningDataModule):
         seed: seed of the grouped batch order.
     """
 
-    def __init__(self, train: Split | None = None, val: Split | None = None,
-                 test: Split | None = None, predict: Split | None = None, image_size: int = 448,
+    def __init__(self, train: Splits | None = None, val: Splits | None = None,
+                 test: Splits | None = None, predict: Splits | None = None, image_size: int = 448,
                  max_question_length: int = 26, min_word_count: int = 1, num_answers: int = 1000,
                  eval_version: EvalVersion = "current", vocab: str | None = None,
-                 batch_size: int = 64, num_workers: int = 0, cache_images: bool = False,
-                 group_by_image: bool = False, seed: int = 0) -> None:
+                 cache_dir: str | None = None, batch_size: int = 64, num_workers: int = 0,
+                 cache_images: bool = False, group_by_image: bool = False, seed: int = 0) -> None:
         super().__init__()
         self.splits = {"train": train, "val": val, "test": test, "predict": predict or val}
         self.image_size, self.max_question_length = image_size, max_question_length
         self.min_word_count, self.num_answers = min_word_count, num_answers
-        self.eval_version, self.vocab_path = eval_version, vocab
+        self.eval_version, self.vocab_path, self.cache_dir = eval_version, vocab, cache_dir
         self.batch_size, self.num_workers, self.cache_images = batch_size, num_workers, cache_images
         self.group_by_image, self.seed = group_by_image, seed
         self._vocab: VocabBundle | None = None
@@ -74,13 +108,16 @@ class VQADataModule(pl.LightningDataModule):
             if self.vocab_path:
                 self._vocab = VocabBundle.load(self.vocab_path)
             else:
-                train = self._split("train")
-                examples, _ = load_vqa(train.questions, train.annotations)
-                self._vocab = VocabBundle.build(
-                    (tokenize(ex.question) for ex in examples),
-                    (ex.multiple_choice_answer for ex in examples), self.min_word_count,
-                    self.num_answers)
+                parts = self._split("train")
+                key = [[p.key() for p in parts], self.min_word_count, self.num_answers]
+                self._vocab = cached(self.cache_dir, "vocab", key, lambda: self._build_vocab(parts))
         return self._vocab
+
+    def _build_vocab(self, parts: list[Split]) -> VocabBundle:
+        examples, _ = _joined(parts)
+        return VocabBundle.build((tokenize(ex.question) for ex in examples),
+                                 (ex.multiple_choice_answer for ex in examples),
+                                 self.min_word_count, self.num_answers)
 
     @property
     def question_vocab_size(self) -> int:
@@ -90,22 +127,49 @@ class VQADataModule(pl.LightningDataModule):
     def answer_vocab_size(self) -> int:
         return len(self.vocab.answers)
 
-    def _split(self, name: str) -> Split:
+    def _split(self, name: str) -> list[Split]:
         split = self.splits[name]
         if split is None:
             raise ValueError(f"no '{name}' split configured (data.{name})")
-        return split
+        return list(split) if isinstance(split, list | tuple) else [split]
 
     def dataset(self, name: str) -> VQADataset:
         """The dataset of split ``name`` (train, val, test, predict), built once."""
         if name not in self._datasets:
-            split = self._split(name)
-            examples, subtype = load_vqa(split.questions, split.annotations)
-            images = image_paths(examples, split.images or ".", split.image_template, subtype)
-            self._datasets[name] = VQADataset(
-                examples, self.vocab, images, self.image_size, self.max_question_length,
-                self.eval_version, self.cache_images)
+            parts, vocab = self._split(name), self.vocab
+            key = [[p.key() for p in parts], vocab.to_dict(), self.max_question_length,
+                   self.eval_version]
+            data, subtypes = cached(self.cache_dir, f"{name}-preprocessed", key,
+                                    lambda: self._preprocess(parts, vocab))
+            self._datasets[name] = VQADataset(data, self._images(parts, subtypes, data.examples),
+                                              len(vocab.answers))
         return self._datasets[name]
+
+    def _preprocess(self, parts: list[Split], vocab: VocabBundle
+                    ) -> tuple[Preprocessed, list[tuple[str | None, int]]]:
+        examples, subtypes = _joined(parts)
+        return preprocess(examples, vocab, self.max_question_length, self.eval_version), subtypes
+
+    def _images(self, parts: list[Split], sizes: list[tuple[str | None, int]],
+                examples: list[Example]) -> ImageFiles | CachedFeatures:
+        if all(p.features for p in parts):
+            caches = [FeatureCache(p.features) for p in parts]
+            sources = CachedFeatures(caches)
+            missing = {ex.image_id for ex in examples} - set().union(*(c.row for c in caches))
+            if missing:
+                raise ValueError(f"feature caches {[p.features for p in parts]} lack "
+                                 f"{len(missing)} image(s) of these questions, e.g. "
+                                 f"{sorted(missing)[:5]}; run `vqa extract-features` on them")
+            return sources
+        if any(p.features for p in parts):
+            raise ValueError("give 'features' for every part of a split or for none")
+        paths: dict[int, Path] = {}
+        start = 0
+        for p, (subtype, n) in zip(parts, sizes, strict=True):
+            paths.update(image_paths(examples[start:start + n], p.images or ".", p.image_template,
+                                     subtype))
+            start += n
+        return ImageFiles(paths, self.image_size, self.cache_images)
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
@@ -133,3 +197,19 @@ class VQADataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def _joined(parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
+    """The examples of one or more splits, read as one (question ids must not repeat), and each
+    part's data subtype and number of examples."""
+    examples, subtypes, seen = [], [], set()
+    for p in parts:
+        part, subtype = p.load()
+        repeated = seen.intersection(ex.question_id for ex in part)
+        if repeated:
+            raise ValueError(f"{p.questions}: question ids {sorted(repeated)[:5]} also appear in "
+                             "an earlier part of the same split")
+        seen.update(ex.question_id for ex in part)
+        examples += part
+        subtypes.append((subtype, len(part)))
+    return examples, subtypes

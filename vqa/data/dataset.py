@@ -1,14 +1,16 @@
-"""``VQADataset``: examples + vocabularies -> tensors, and ``collate`` for batches.
+"""``VQADataset``: preprocessed questions + an image source -> tensors, and ``collate`` for batches.
 
-An item is ``{"image": (3, S, S) float, "image_id": (), "question": (T,) ids, "question_mask": (T,) bool,
-"target": (A,) soft scores, "answer_index": () most common answer or -100, "answer_type": ()
-index into ``ANSWER_TYPES`` or -1, "question_id": ()}``.
+An item is ``{"image": (3, S, S) float`` or ``"features": (N, C) float, "image_id": (), "question":
+(T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": () most common
+answer or -100, "answer_type": () index into ``ANSWER_TYPES`` or -1, "question_id": ()}``, plus
+``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary) for multiple choice.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from vqa.data.answers import EvalVersion, answer_scores, clean, normalize_answer
-from vqa.data.formats import ANSWER_TYPES, Example
-from vqa.data.vocab import VocabBundle, tokenize
+from vqa.data.preprocess import Preprocessed
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -39,97 +39,85 @@ def normalize_image(image: torch.Tensor) -> torch.Tensor:
     return (image.float() / 255 - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def soft_targets(examples: Sequence[Example], vocab: VocabBundle,
-                 version: EvalVersion = "current") -> list[tuple[list[int], list[float]]]:
-    """Per example, the vocabulary answers with a non-zero official accuracy and that accuracy.
+class ImageFiles:
+    """Image source: decoded files, ``source[image_id]`` -> (3, S, S) normalised float image.
 
-    A vocabulary answer ``a`` is scored as the evaluation scores the prediction ``a``: the target
-    at the predicted index is the official per-question accuracy.
+    Args:
+        paths: image file per image id.
+        size: images are resized to this square side.
+        in_memory: decode every image once, up front, and keep it (uint8) in memory.
     """
-    by_clean: dict[str, list[int]] = {}
-    by_norm: dict[str, list[int]] = {}
-    for i, a in enumerate(vocab.answers.tokens):
-        by_clean.setdefault(clean(a), []).append(i)
-        by_norm.setdefault(normalize_answer(a), []).append(i)
-    out = []
-    for ex in examples:
-        scores, normalise = answer_scores(ex.answers, version) if ex.answers else ({}, False)
-        index = by_norm if normalise else by_clean
-        pairs = [(i, s) for a, s in scores.items() for i in index.get(a, ())]
-        out.append(([i for i, _ in pairs], [s for _, s in pairs]))
-    return out
+
+    key = "image"
+
+    def __init__(self, paths: dict[int, Path], size: int, in_memory: bool = False) -> None:
+        self.paths, self.size = paths, size
+        self.memory = {iid: load_image(p, size) for iid, p in tqdm(
+            paths.items(), desc="caching images", unit="img")} if in_memory else None
+
+    def __getitem__(self, image_id: int) -> torch.Tensor:
+        raw = self.memory[image_id] if self.memory is not None else load_image(
+            self.paths[image_id], self.size)
+        return normalize_image(raw)
+
+
+class CachedFeatures:
+    """Image source: precomputed grid features, ``source[image_id]`` -> (N, C) float32.
+
+    Args:
+        caches: feature caches (``vqa.features.FeatureCache``); an image is read from the first
+            that holds it.
+    """
+
+    key = "features"
+
+    def __init__(self, caches: Sequence[Any]) -> None:
+        self.caches = list(caches)
+
+    def __getitem__(self, image_id: int) -> torch.Tensor:
+        for cache in self.caches:
+            if image_id in cache:
+                return cache[image_id].float()
+        raise KeyError(f"image {image_id} is in none of the feature caches "
+                       f"{[str(c.folder) for c in self.caches]}")
 
 
 class VQADataset(Dataset):
-    """Questions with their images (``images``: image id -> file) and training targets.
+    """Preprocessed questions and targets with an image source (``ImageFiles`` or
+    ``CachedFeatures``); items carry ``image`` or ``features`` accordingly."""
 
-    Args:
-        examples: joined questions and annotations (``load_vqa``).
-        vocab: question and answer vocabularies.
-        images: image file per image id.
-        image_size: images are resized to this square side.
-        max_question_length: questions are cut to this many tokens.
-        version: official evaluation release whose scores the soft targets hold.
-        cache_images: decode every image once, up front, and keep it in memory (uint8).
-    """
-
-    def __init__(self, examples: Sequence[Example], vocab: VocabBundle,
-                 images: dict[int, str | os.PathLike], image_size: int = 448,
-                 max_question_length: int = 26, version: EvalVersion = "current",
-                 cache_images: bool = False) -> None:
-        self.examples = list(examples)
-        self.num_answers = len(vocab.answers)
-        self.image_size = image_size
-        self.images = images
-        n, t = len(self.examples), max_question_length
-        self.questions = torch.zeros(n, t, dtype=torch.long)  # (N, T), 0 = padding
-        for i, ex in enumerate(self.examples):
-            ids = vocab.questions.encode(tokenize(ex.question))[:t]
-            self.questions[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        self.targets = soft_targets(self.examples, vocab, version)
-        self.answer_index = torch.tensor([
-            vocab.answers.index.get(normalize_answer(ex.multiple_choice_answer), -100)
-            if ex.multiple_choice_answer is not None else -100 for ex in self.examples])
-        self.answer_type = torch.tensor([
-            ANSWER_TYPES.index(ex.answer_type) if ex.answer_type in ANSWER_TYPES else -1
-            for ex in self.examples])
-        self.cache: dict[int, torch.Tensor] | None = None
-        if cache_images:
-            self.cache = {iid: load_image(p, image_size)
-                          for iid, p in tqdm(images.items(), desc="caching images", unit="img")}
+    def __init__(self, data: Preprocessed, images: ImageFiles | CachedFeatures,
+                 num_answers: int) -> None:
+        self.data, self.images, self.num_answers = data, images, num_answers
+        self.examples = data.examples
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def image(self, image_id: int) -> torch.Tensor:
-        """(3, S, S) normalised float image."""
-        raw = self.cache[image_id] if self.cache is not None else load_image(
-            self.images[image_id], self.image_size)
-        return normalize_image(raw)
-
     def __getitem__(self, i: int) -> dict[str, Any]:
-        ex = self.examples[i]
-        target = torch.zeros(self.num_answers)
-        idx, scores = self.targets[i]
-        target[idx] = torch.tensor(scores)
-        question = self.questions[i]
-        return {"image": self.image(ex.image_id), "image_id": ex.image_id, "question": question,
-                "question_mask": question != 0, "target": target,
-                "answer_index": self.answer_index[i], "answer_type": self.answer_type[i],
-                "question_id": ex.question_id}
+        ex, d = self.examples[i], self.data
+        question = d.questions[i]
+        item = {self.images.key: self.images[ex.image_id], "image_id": ex.image_id,
+                "question": question, "question_mask": question != 0,
+                "target": d.target(i, self.num_answers), "answer_index": d.answer_index[i],
+                "answer_type": d.answer_type[i], "question_id": ex.question_id}
+        if d.choices is not None:
+            item["choices"] = d.choices[i]
+        return item
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack items, trim question padding to the longest question in the batch, and keep each
-    image once: ``image`` is (B_img, 3, S, S) and ``image_index`` (B,) points into it, so
-    questions about the same image share one image-encoder pass."""
+    image once: ``image`` (B_img, 3, S, S) or ``features`` (B_img, N, C), and ``image_index`` (B,)
+    pointing into it, so questions about the same image share one image-encoder pass."""
+    key = "image" if "image" in items[0] else "features"
     images: dict[int, int] = {}
     for it in items:
         images.setdefault(it["image_id"], len(images))
-    first = {row: it["image"] for it in items for row in (images[it["image_id"]],)}
+    first = {row: it[key] for it in items for row in (images[it["image_id"]],)}
     batch = {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k])
-             else torch.tensor([it[k] for it in items]) for k in items[0] if k != "image"}
-    batch["image"] = torch.stack([first[r] for r in range(len(images))])
+             else torch.tensor([it[k] for it in items]) for k in items[0] if k != key}
+    batch[key] = torch.stack([first[r] for r in range(len(images))])
     batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])
     length = max(int(batch["question_mask"].sum(1).max()), 1)
     batch["question"] = batch["question"][:, :length]  # (B, T) -> (B, T_batch)

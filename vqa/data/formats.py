@@ -1,9 +1,15 @@
-"""Reading the official VQA v1 / v2 question and annotation files, validated and joined.
+"""Reading the official dataset files, validated, as ``Example`` lists.
 
-Questions: ``{"data_subtype": "val2014", "questions": [{"image_id", "question", "question_id"}]}``.
-Annotations: ``{"annotations": [{"question_id", "image_id", "question_type", "answer_type",
-"multiple_choice_answer", "answers": [10 x {"answer", "answer_confidence", "answer_id"}]}]}``.
-Fields beyond these (e.g. the shapes dataset's ``grounding``) are kept in ``Example.extra``.
+VQA v1 / v2 (``load_vqa``): questions ``{"data_subtype": "val2014", "task_type": "Open-Ended",
+"questions": [{"image_id", "question", "question_id"}]}`` (VQA v1 multiple choice adds
+``"multiple_choices": [18 answers]`` per question); annotations ``{"annotations": [{"question_id",
+"image_id", "question_type", "answer_type", "multiple_choice_answer", "answers": [10 x {"answer",
+"answer_confidence", "answer_id"}]}]}``. Fields beyond these (e.g. the shapes dataset's
+``grounding``) are kept in ``Example.extra``.
+
+COCO-QA (``load_cocoqa``, Ren et al. 2015): a split folder (``train/``, ``test/``) of line-aligned
+text files ``questions.txt``, ``answers.txt`` (one word), ``img_ids.txt`` (COCO ids) and
+``types.txt`` (0 object, 1 number, 2 color, 3 location).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Example:
     answer_type: str | None = None
     question_type: str | None = None
     multiple_choice_answer: str | None = None
+    multiple_choices: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,9 +92,10 @@ def _load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | Non
     data = read_json(questions)
     qs = _records(questions, data, "questions", _QUESTION_FIELDS)
     subtype = data.get("data_subtype")
+    choices = {qid: _choices(questions, q) for qid, q in qs.items()}
     if annotations is None:
-        return [Example(qid, q["image_id"], q["question"], extra=_extra(q, _QUESTION_FIELDS))
-                for qid, q in qs.items()], subtype
+        return [Example(qid, q["image_id"], q["question"], multiple_choices=choices[qid],
+                        extra=_extra(q, _QUESTION_FIELDS)) for qid, q in qs.items()], subtype
     anns = _records(annotations, read_json(annotations), "annotations", _ANNOTATION_FIELDS)
     orphans = sorted(anns.keys() - qs.keys())
     if orphans:
@@ -104,13 +112,58 @@ def _load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | Non
                              f"but {questions} says {q['image_id']}")
         examples.append(Example(
             qid, q["image_id"], q["question"], _answers(annotations, a), a["answer_type"],
-            a["question_type"], a["multiple_choice_answer"],
+            a["question_type"], a["multiple_choice_answer"], choices[qid],
             {**_extra(q, _QUESTION_FIELDS), **_extra(a, _ANNOTATION_FIELDS)}))
     return examples, subtype
 
 
+def _choices(path: str | os.PathLike, q: dict) -> tuple[str, ...]:
+    """VQA v1 multiple choice: the candidate answers of a question (``()`` for open-ended)."""
+    choices = q.get("multiple_choices", ())
+    if not isinstance(choices, list | tuple) or not all(isinstance(c, str) for c in choices):
+        raise ValueError(f"{path}: question_id {q['question_id']} field 'multiple_choices' should "
+                         "be a list of strings")
+    return tuple(choices)
+
+
 def _extra(rec: dict, known: dict[str, type]) -> dict[str, Any]:
-    return {k: v for k, v in rec.items() if k not in known}
+    return {k: v for k, v in rec.items() if k not in known and k != "multiple_choices"}
+
+
+COCOQA_FILES = ("questions.txt", "answers.txt", "img_ids.txt", "types.txt")
+COCOQA_TYPES = ("object", "number", "color", "location")
+
+
+def load_cocoqa(folder: str | os.PathLike) -> list[Example]:
+    """Read one COCO-QA split folder. Question ids are line numbers (COCO-QA has none); each
+    question has its one answer, scored by exact match; the answer type is ``number`` for
+    number questions and ``other`` otherwise."""
+    folder = Path(folder)
+    columns = []
+    for name in COCOQA_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: COCO-QA file not found (a split folder holds "
+                                    f"{', '.join(COCOQA_FILES)})")
+        columns.append(path.read_text(encoding="utf-8").splitlines())
+    if len({len(c) for c in columns}) != 1:
+        sizes = ", ".join(f"{n}: {len(c)}" for n, c in zip(COCOQA_FILES, columns, strict=True))
+        raise ValueError(f"{folder}: COCO-QA files differ in length ({sizes} lines)")
+    examples = []
+    for i, (question, answer, image_id, kind) in enumerate(zip(*columns, strict=True)):
+        line = f"line {i + 1}"
+        if not image_id.strip().isdigit():
+            raise ValueError(f"{folder / 'img_ids.txt'}: {line}: expected a COCO image id, "
+                             f"got {image_id!r}")
+        if kind.strip() not in ("0", "1", "2", "3"):
+            raise ValueError(f"{folder / 'types.txt'}: {line}: expected a type 0-3, got {kind!r}")
+        if not answer.strip():
+            raise ValueError(f"{folder / 'answers.txt'}: {line}: empty answer")
+        qtype = COCOQA_TYPES[int(kind)]
+        examples.append(Example(i, int(image_id), question.strip(), (answer.strip(),),
+                                "number" if qtype == "number" else "other", qtype,
+                                answer.strip()))
+    return examples
 
 
 def image_paths(examples: list[Example], images: str | os.PathLike,

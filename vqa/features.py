@@ -1,0 +1,205 @@
+"""A resumable cache of image grid features from a frozen torchvision backbone.
+
+Layout of a cache folder:
+
+* ``features.npy``: float16 array (M, N, C), memory-mappable (``np.load(mmap_mode="r")``); row ``i``
+  holds the N = h x w grid regions (row-major) of the ``i``-th planned image.
+* ``index.json``: format, backbone settings, grid size, the planned image ids in row order and
+  ``done``, the number of leading rows already written.
+
+Extraction writes a batch of rows, flushes them, and only then advances ``done`` by replacing
+``index.json`` atomically; killed at any point, a restart rewrites at most the batch in flight
+and never lists a row that was not completely written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vqa._io import read_json, write_json
+from vqa.data.dataset import load_image, normalize_image
+
+FORMAT = "vqa-features/1"
+INDEX, ARRAY = "index.json", "features.npy"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_files(folder: str | os.PathLike) -> dict[int, Path]:
+    """Image id -> file for the images of a folder; the id is the number that ends the file name
+    (``COCO_val2014_000000000042.jpg`` -> 42)."""
+    out: dict[int, Path] = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        m = re.search(r"(\d+)$", path.stem)
+        if m is None:
+            raise ValueError(f"{path}: no image id at the end of the file name")
+        iid = int(m.group(1))
+        if iid in out:
+            raise ValueError(f"{path}: image id {iid} also belongs to {out[iid]}")
+        out[iid] = path
+    if not out:
+        raise FileNotFoundError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images found")
+    return out
+
+
+class FeatureCache:
+    """Read side of a cache: ``cache[image_id]`` is the (N, C) float16 tensor of that image.
+
+    The array is opened lazily, so a cache can be pickled into data-loader workers cheaply.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.meta = read_index(self.folder)
+        ids = self.meta["ids"][: self.meta["done"]]
+        self.row = {iid: i for i, iid in enumerate(ids)}
+        self.shape: tuple[int, int] = tuple(self.meta["shape"])  # (N, C)
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.folder / ARRAY, mmap_mode="r")
+        return self._array
+
+    @property
+    def complete(self) -> bool:
+        return self.meta["done"] == len(self.meta["ids"])
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __contains__(self, image_id: int) -> bool:
+        return image_id in self.row
+
+    def __getitem__(self, image_id: int) -> torch.Tensor:
+        row = self.row.get(image_id)
+        if row is None:
+            raise KeyError(f"{self.folder}: image {image_id} is not in the feature cache")
+        return torch.from_numpy(np.array(self.array[row]))  # (N, C) float16, copied off the map
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    index = folder / INDEX
+    if not index.is_file():
+        raise FileNotFoundError(f"{index}: no feature cache here (run `vqa extract-features`)")
+    meta = read_json(index)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{index}: not a feature cache index (expected format {FORMAT!r})")
+    return meta
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return load_image(self.paths[i], self.size)  # (3, S, S) uint8
+
+
+def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: torch.nn.Module,
+                     settings: dict[str, Any], image_size: int, batch_size: int = 32,
+                     num_workers: int = 0, device: str = "auto", progress: bool = True
+                     ) -> FeatureCache:
+    """Run ``encoder`` (images (B, 3, S, S) -> regions (B, N, C)) over ``images`` into ``out``.
+
+    ``settings`` (backbone name, weights, layer, image size) are stored in the index; resuming
+    with other settings or another image set is an error. On a GPU the backbone runs under
+    bfloat16/float16 autocast; features are stored as float16 either way.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ids = sorted(images)
+    encoder = encoder.to(device).eval().requires_grad_(False)
+    meta = _resume_or_start(out, ids, settings, encoder, image_size, device)
+    array = np.load(out / ARRAY, mmap_mode="r+")
+    done = meta["done"]
+    loader = DataLoader(_Images([images[i] for i in ids[done:]], image_size), batch_size,
+                        num_workers=num_workers)
+    autocast = torch.autocast("cuda", torch.float16) if device.startswith("cuda") else nullcontext()
+    bar = tqdm(total=len(ids), initial=done, desc="extracting features", unit="img",
+               disable=not progress)
+    with torch.inference_mode(), autocast:
+        for raw in loader:
+            x = normalize_image(raw.to(device, non_blocking=True))  # (B, 3, S, S)
+            feats = encoder(x).float()  # (B, N, C)
+            array[done:done + len(raw)] = feats.clamp(-65504, 65504).half().cpu().numpy()
+            array.flush()  # rows reach the file before the index says they exist
+            done += len(raw)
+            write_json(out / INDEX, {**meta, "done": done})
+            bar.update(len(raw))
+    bar.close()
+    del array
+    return FeatureCache(out)
+
+
+def _resume_or_start(out: Path, ids: list[int], settings: dict[str, Any], encoder: torch.nn.Module,
+                     image_size: int, device: str) -> dict[str, Any]:
+    if (out / INDEX).is_file():
+        meta = read_index(out)
+        if meta["settings"] != settings:
+            raise ValueError(f"{out / INDEX}: cache was started with {meta['settings']}, "
+                             f"not {settings}; use another --out folder")
+        if meta["ids"] != ids:
+            raise ValueError(f"{out / INDEX}: cache was started for {len(meta['ids'])} other "
+                             f"image ids; the folder now has {len(ids)}")
+        if meta["done"] > 0 or (out / ARRAY).is_file():
+            return meta
+    with torch.inference_mode():
+        probe = encoder(torch.zeros(1, 3, image_size, image_size, device=device))  # (1, N, C)
+    shape = list(probe.shape[1:])
+    grid = list(getattr(encoder, "grid_size", (round(shape[0] ** 0.5),) * 2))
+    np.lib.format.open_memmap(out / ARRAY, mode="w+", dtype=np.float16,
+                              shape=(len(ids), *shape)).flush()
+    meta = {"format": FORMAT, "settings": settings, "shape": shape, "grid": grid,
+            "ids": ids, "done": 0}
+    write_json(out / INDEX, meta)
+    return meta
+
+
+def check_features(folder: str | os.PathLike, needed: Iterable[int] = (),
+                   chunk: int = 256) -> list[str]:
+    """Problems with a cache (empty when it is sound): incomplete, wrong shape or dtype,
+    repeated ids, NaN or infinite values, or image ids in ``needed`` that it lacks."""
+    cache = FeatureCache(folder)
+    meta, problems = cache.meta, []
+    ids = meta["ids"]
+    if not cache.complete:
+        problems.append(f"incomplete: {meta['done']} of {len(ids)} images extracted "
+                        "(run the same `vqa extract-features` again to resume)")
+    if len(set(ids)) != len(ids):
+        problems.append("image ids repeat in the index")
+    array = cache.array
+    if array.dtype != np.float16 or array.shape != (len(ids), *cache.shape):
+        problems.append(f"array is {array.dtype} {array.shape}, index says float16 "
+                        f"{(len(ids), *cache.shape)}")
+        return problems
+    for start in range(0, meta["done"], chunk):
+        block = np.asarray(array[start:start + chunk], np.float32)
+        bad = ~np.isfinite(block).reshape(len(block), -1).all(1)
+        for r in np.flatnonzero(bad)[:5]:
+            problems.append(f"image {ids[start + r]} (row {start + r}) has NaN or infinite values")
+    missing = sorted(set(needed) - cache.row.keys())
+    if missing:
+        problems.append(f"{len(missing)} image(s) needed by the questions are not cached, "
+                        f"e.g. {missing[:5]}")
+    return problems
