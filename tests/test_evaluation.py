@@ -8,8 +8,8 @@ import pytest
 import torch
 from official_reference import official_evaluate
 
-from vqa.data.preprocess import soft_targets
 from vqa.data.formats import ANSWER_TYPES, load_vqa
+from vqa.data.preprocess import soft_targets
 from vqa.data.vocab import VocabBundle
 from vqa.evaluation import evaluate, format_table, read_results, score_examples
 from vqa.training.metrics import VQAAccuracy

@@ -3,19 +3,22 @@
     vqa fit|validate|test|predict -c configs/...yaml   (LightningCLI)
     vqa make-shapes --out DIR --train N --val M --seed S
     vqa evaluate --questions Q.json --annotations A.json --results R.json [--out metrics.json]
+    vqa extract-features --images DIR --out CACHE [--name resnet152 --weights ... --layer layer4]
+    vqa check-features --cache CACHE [--questions Q.json ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
 
 from vqa.data.datamodule import VQADataModule
 from vqa.training.module import VQAModule
 
-TOOLS = ("make-shapes", "evaluate")
+TOOLS = ("make-shapes", "evaluate", "extract-features", "check-features")
 
 
 class VQACLI(LightningCLI):
@@ -70,12 +73,71 @@ def evaluate_main(argv: list[str]) -> None:
         print(f"metrics written to {a.out}")
 
 
+def extract_features(*, images: str, out: str, name: str = "resnet152", weights: str | None = None,
+                     layer: str = "layer4", image_size: int = 448, batch_size: int = 32,
+                     num_workers: int = 2, device: str = "auto") -> None:
+    """Cache the grid features of every image in a folder (resumable: run it again after a kill).
+
+    Args:
+        images: folder of images; the number ending each file name is its image id.
+        out: cache folder (``features.npy`` + ``index.json``).
+        name: torchvision model name (``resnet152`` in the paper).
+        weights: torchvision weights name (``IMAGENET1K_V1``) or a local state-dict file.
+        layer: graph node giving the grid (``layer4``: 14 x 14 x 2048 at 448 px).
+        image_size: images are resized to this square side.
+        batch_size: images per forward pass.
+        num_workers: image-decoding processes.
+        device: ``auto`` (GPU when present, with float16 autocast), ``cpu`` or ``cuda[:i]``.
+    """
+    from vqa.features import extract_features as extract
+    from vqa.features import image_files
+    from vqa.models.image import TorchvisionEncoder
+
+    encoder = TorchvisionEncoder(name, weights, layer, image_size, frozen=True)
+    settings = {"name": name, "weights": weights, "layer": layer, "image_size": image_size}
+    cache = extract(image_files(images), out, encoder, settings, image_size, batch_size,
+                    num_workers, device)
+    print(f"{len(cache)} images cached in {out}: {cache.shape[0]} regions x {cache.shape[1]} "
+          "float16 features each")
+
+
+def extract_features_main(argv: list[str]) -> None:
+    from jsonargparse import CLI
+
+    CLI(extract_features, args=argv, prog="vqa extract-features")
+
+
+def check_features_main(argv: list[str]) -> None:
+    from vqa.data.formats import load_cocoqa, load_vqa
+    from vqa.features import FeatureCache, check_features
+
+    p = argparse.ArgumentParser(prog="vqa check-features", description="Verify a feature cache.")
+    p.add_argument("--cache", required=True, help="cache folder")
+    p.add_argument("--questions", nargs="*", default=[],
+                   help="VQA questions JSON files or COCO-QA split folders whose images must be cached")
+    a = p.parse_args(argv)
+    needed: set[int] = set()
+    for q in a.questions:
+        examples = load_cocoqa(q) if Path(q).is_dir() else load_vqa(q)[0]
+        needed.update(ex.image_id for ex in examples)
+    problems = check_features(a.cache, needed)
+    cache = FeatureCache(a.cache)
+    print(f"{a.cache}: {len(cache)} images, {cache.shape[0]} regions (grid "
+          f"{'x'.join(map(str, cache.meta['grid']))}) x {cache.shape[1]} features, float16; "
+          f"settings {cache.meta['settings']}")
+    if problems:
+        sys.exit("check failed:\n  " + "\n  ".join(problems))
+    print("ok" + (f": all {len(needed)} images of the questions are cached" if needed else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TOOLS:
         try:
-            {"make-shapes": make_shapes_main, "evaluate": evaluate_main}[argv[0]](argv[1:])
+            {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
+             "extract-features": extract_features_main,
+             "check-features": check_features_main}[argv[0]](argv[1:])
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"error: {e}")
         return

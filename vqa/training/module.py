@@ -16,6 +16,14 @@ from vqa.training.metrics import VQAAccuracy
 INPUTS = ("question", "question_mask", "image", "features", "image_index")
 
 
+def restrict_to_choices(logits: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+    """Multiple choice: logits (B, A) with every answer outside a question's candidates
+    ``choices`` (B, K, vocabulary indices, -1 for candidates outside the vocabulary) at -inf."""
+    allowed = torch.zeros_like(logits, dtype=torch.bool)  # (B, A)
+    allowed.scatter_(1, choices.clamp(min=0), choices >= 0)
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
 def _adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3)
 
@@ -57,11 +65,19 @@ class VQAModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
         return loss
 
+    def _answer_logits(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """Logits the answer is picked from: all answers, or a multiple-choice question's
+        candidates."""
+        if "choices" in batch:
+            return restrict_to_choices(out["logits"], batch["choices"])
+        return out["logits"]
+
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self(batch)
         n = len(batch["question"])
         self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=n, sync_dist=True)
-        self.metrics[stage].update(out["logits"], batch["target"], batch["answer_type"])
+        self.metrics[stage].update(self._answer_logits(out, batch), batch["target"],
+                                   batch["answer_type"])
         return out  # attention maps for callbacks, without a second forward pass
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -83,8 +99,14 @@ class VQAModule(pl.LightningModule):
         self._log_metric("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Answer indices per question id (``ResultsWriter`` turns them into strings)."""
-        return {"question_id": batch["question_id"], "answer": self(batch)["logits"].argmax(-1)}
+        """Answer indices per question id (``ResultsWriter`` turns them into strings); for
+        multiple choice also ``choice``, the position of the answer among the candidates."""
+        answer = self._answer_logits(self(batch), batch).argmax(-1)  # (B,)
+        out = {"question_id": batch["question_id"], "answer": answer}
+        if "choices" in batch:
+            hit = batch["choices"] == answer[:, None]  # (B, K)
+            out["choice"] = torch.where(hit.any(1), hit.int().argmax(1), 0)  # none known: first
+        return out
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())
