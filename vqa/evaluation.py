@@ -187,10 +187,12 @@ def _repeated_records(answer_ids: list, lengths: np.ndarray) -> np.ndarray:
 class _Question(msgspec.Struct, gc=False):
     question_id: int
     image_id: int
+    multiple_choices: list[str] = []
 
 
 class _Questions(msgspec.Struct, gc=False):
     questions: list[_Question]
+    task_type: str = "Open-Ended"
 
 
 class _Answer(msgspec.Struct, gc=False):
@@ -250,7 +252,8 @@ def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
     def explain() -> None:
         load_vqa(questions, annotations)
 
-    qs = _decode(questions, _Questions, explain).questions
+    q_file = _decode(questions, _Questions, explain)
+    qs = q_file.questions
     anns = {a.question_id: a for a in _decode(annotations, _Annotations, explain).annotations}
     order = [q.question_id for q in qs]
     try:
@@ -267,6 +270,12 @@ def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
     if len(res) != len(res_list):
         read_results(results)  # names the repeated question id
     check_coverage(order, res, str(results))
+    if q_file.task_type == "Multiple Choice":  # as the official loadRes asserts
+        for q in qs:
+            if res[q.question_id] not in q.multiple_choices:
+                raise ValueError(f"{results}: question_id {q.question_id} is answered "
+                                 f"{res[q.question_id]!r}, which is not one of its multiple "
+                                 f"choices in {questions}")
 
     answer_lists = list(map(attrgetter("answers"), joined))
     lengths = np.fromiter(map(len, answer_lists), np.int64, len(joined))
