@@ -101,6 +101,7 @@ class VQADataModule(pl.LightningDataModule):
         self.group_by_image, self.seed = group_by_image, seed
         self._vocab: VocabBundle | None = None
         self._datasets: dict[str, VQADataset] = {}
+        self._read_cache: dict[str, tuple[list[Example], list[tuple[str | None, int]]]] = {}
 
     @property
     def vocab(self) -> VocabBundle:
@@ -113,8 +114,16 @@ class VQADataModule(pl.LightningDataModule):
                 self._vocab = cached(self.cache_dir, "vocab", key, lambda: self._build_vocab(parts))
         return self._vocab
 
+    def _read(self, parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
+        """``_joined(parts)``, read once per data module (vocabularies and the training split
+        need the same files)."""
+        key = repr([p.key() for p in parts])
+        if key not in self._read_cache:
+            self._read_cache[key] = _joined(parts)
+        return self._read_cache[key]
+
     def _build_vocab(self, parts: list[Split]) -> VocabBundle:
-        examples, _ = _joined(parts)
+        examples, _ = self._read(parts)
         return VocabBundle.build((tokenize(ex.question) for ex in examples),
                                  (ex.multiple_choice_answer for ex in examples),
                                  self.min_word_count, self.num_answers)
@@ -133,22 +142,26 @@ class VQADataModule(pl.LightningDataModule):
             raise ValueError(f"no '{name}' split configured (data.{name})")
         return list(split) if isinstance(split, list | tuple) else [split]
 
+    def preprocessed(self, name: str) -> tuple[Preprocessed, list[tuple[str | None, int]]]:
+        """Split ``name`` as arrays (read from ``cache_dir`` when an earlier run built it), and
+        each part's data subtype and size."""
+        parts, vocab = self._split(name), self.vocab
+        key = [[p.key() for p in parts], vocab.to_dict(), self.max_question_length,
+               self.eval_version]
+
+        def build() -> tuple[Preprocessed, list[tuple[str | None, int]]]:
+            examples, sizes = self._read(parts)
+            return preprocess(examples, vocab, self.max_question_length, self.eval_version), sizes
+
+        return cached(self.cache_dir, f"{name}-preprocessed", key, build)
+
     def dataset(self, name: str) -> VQADataset:
         """The dataset of split ``name`` (train, val, test, predict), built once."""
         if name not in self._datasets:
-            parts, vocab = self._split(name), self.vocab
-            key = [[p.key() for p in parts], vocab.to_dict(), self.max_question_length,
-                   self.eval_version]
-            data, subtypes = cached(self.cache_dir, f"{name}-preprocessed", key,
-                                    lambda: self._preprocess(parts, vocab))
-            self._datasets[name] = VQADataset(data, self._images(parts, subtypes, data.examples),
-                                              len(vocab.answers))
+            data, sizes = self.preprocessed(name)
+            self._datasets[name] = VQADataset(
+                data, self._images(self._split(name), sizes, data.examples), len(self.vocab.answers))
         return self._datasets[name]
-
-    def _preprocess(self, parts: list[Split], vocab: VocabBundle
-                    ) -> tuple[Preprocessed, list[tuple[str | None, int]]]:
-        examples, subtypes = _joined(parts)
-        return preprocess(examples, vocab, self.max_question_length, self.eval_version), subtypes
 
     def _images(self, parts: list[Split], sizes: list[tuple[str | None, int]],
                 examples: list[Example]) -> ImageFiles | CachedFeatures:
