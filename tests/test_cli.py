@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vqa.cli import main
-from vqa.data.shapes import ANNOTATIONS_FILE, QUESTIONS_FILE
+from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
 from vqa.training import VQAModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ RUN = Path("runs/shapes/alternating")
 def split(root: Path, name: str) -> dict:
     return {"questions": str(root / QUESTIONS_FILE.format(split=name)),
             "annotations": str(root / ANNOTATIONS_FILE.format(split=name)),
-            "images": str(root / name)}
+            "images": str(root / name), "image_template": IMAGE_TEMPLATE}
 
 
 @pytest.fixture
@@ -85,3 +85,43 @@ def test_evaluate_reports_bad_input(tmp_path: Path, shapes_dir: Path) -> None:
         main(["evaluate", "--questions", split(shapes_dir, "val")["questions"],
               "--annotations", split(shapes_dir, "val")["annotations"],
               "--results", str(tmp_path / "r.json")])
+
+
+CONFIGS = [["configs/vqa1/alternating_resnet152.yaml"],
+           ["configs/vqa1/alternating_resnet152.yaml", "configs/vqa1/trainval_testdev.yaml"],
+           ["configs/vqa1/alternating_resnet152.yaml", "configs/vqa1/multiple_choice.yaml"],
+           ["configs/vqa2/alternating_resnet152.yaml", "configs/vqa2/trainval_testdev.yaml"],
+           ["configs/vqa2/parallel_resnet152.yaml", "configs/paper/raw_images.yaml"],
+           ["configs/cocoqa/alternating_resnet152.yaml"]]
+
+
+@pytest.mark.parametrize("configs", CONFIGS, ids=lambda c: "+".join(Path(p).stem for p in c))
+def test_paper_configs_parse(configs: list[str], capsys: pytest.CaptureFixture) -> None:
+    args = [a for c in configs for a in ("-c", str(ROOT / c))]
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *args, "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["optimizer"]["class_path"] == "torch.optim.RMSprop"
+    assert printed["data"]["batch_size"] == 300 and printed["data"]["max_question_length"] == 26
+
+
+def test_train_plus_val_then_test_dev_submission(shapes_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The structure of configs/vqa*/trainval_testdev.yaml, on shapes: a two-part training split,
+    no validation split, and a questions-only predict split answered in full."""
+    monkeypatch.chdir(tmp_path)
+    overlay = yaml.safe_load((ROOT / "configs/vqa2/trainval_testdev.yaml").read_text())
+    test_dev = {k: v for k, v in split(shapes_dir, "val").items() if k != "annotations"}
+    overlay["trainer"].update({"max_epochs": 1, "limit_train_batches": 3,
+                               "enable_progress_bar": False})
+    overlay["data"] = {"train": [split(shapes_dir, "train"), split(shapes_dir, "val")],
+                       "val": None, "predict": test_dev, "batch_size": 16}
+    Path("trainval.yaml").write_text(yaml.safe_dump(overlay))
+    main(["fit", "-c", CONFIG, "-c", "trainval.yaml"])
+    ckpt = Path("runs/vqa2/trainval/checkpoints/trainval.ckpt")
+    assert ckpt.is_file()
+    main(["predict", "-c", CONFIG, "-c", "trainval.yaml", "--ckpt_path", str(ckpt)])
+    results = json.loads(Path("runs/vqa2/trainval/results_test-dev.json").read_text())
+    questions = json.loads(Path(test_dev["questions"]).read_text())["questions"]
+    assert sorted(r["question_id"] for r in results) == sorted(q["question_id"] for q in questions)
