@@ -52,6 +52,7 @@ class ImageFiles:
 
     def __init__(self, paths: dict[int, Path], size: int, in_memory: bool = False) -> None:
         self.paths, self.size = paths, size
+        self._original: dict[int, tuple[int, int]] = {}
         self.memory = {iid: load_image(p, size) for iid, p in tqdm(
             paths.items(), desc="caching images", unit="img")} if in_memory else None
 
@@ -59,6 +60,13 @@ class ImageFiles:
         raw = self.memory[image_id] if self.memory is not None else load_image(
             self.paths[image_id], self.size)
         return normalize_image(raw)
+
+    def original_size(self, image_id: int) -> tuple[int, int]:
+        """(width, height) of the image file, before resizing (read from its header once)."""
+        if image_id not in self._original:
+            with Image.open(self.paths[image_id]) as img:
+                self._original[image_id] = img.size
+        return self._original[image_id]
 
 
 class CachedFeatures:
@@ -90,6 +98,25 @@ class VQADataset(Dataset):
                  num_answers: int) -> None:
         self.data, self.images, self.num_answers = data, images, num_answers
         self.examples = data.examples
+        # Grounding ground truth (the shapes dataset): boxes and referring words per question.
+        self.grounded = isinstance(images, ImageFiles) and any(
+            "grounding" in ex.extra for ex in self.examples)
+
+    def grounding(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, S) bool pixels inside the referred boxes (in the resized image) and (T,) bool
+        referring word positions, for item ``i``."""
+        ex, size = self.examples[i], self.images.size
+        g = ex.extra.get("grounding", {})
+        boxes = torch.zeros(size, size, dtype=torch.bool)
+        if g.get("boxes"):
+            w, h = self.images.original_size(ex.image_id)
+            for x0, y0, x1, y1 in g["boxes"]:
+                boxes[int(y0 * size / h):int(-(-y1 * size // h)),
+                      int(x0 * size / w):int(-(-x1 * size // w))] = True
+        words = torch.zeros(self.data.questions.shape[1], dtype=torch.bool)
+        positions = [p for p in g.get("word_positions", []) if p < len(words)]
+        words[positions] = True
+        return boxes, words
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -103,6 +130,8 @@ class VQADataset(Dataset):
                 "answer_type": d.answer_type[i], "question_id": ex.question_id}
         if d.choices is not None:
             item["choices"] = d.choices[i]
+        if self.grounded:
+            item["grounding_boxes"], item["grounding_words"] = self.grounding(i)
         return item
 
 

@@ -11,6 +11,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from vqa.data.vocab import VocabBundle
+from vqa.training.grounding import GroundingScores
 from vqa.training.metrics import VQAAccuracy
 
 INPUTS = ("question", "question_mask", "image", "features", "image_index")
@@ -50,6 +51,7 @@ class VQAModule(pl.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler  # hparams hold their configs
         self.vocab: VocabBundle | None = None
         self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in ("val", "test")})
+        self.grounding = nn.ModuleDict({s: GroundingScores() for s in ("val", "test")})
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(**{k: batch[k] for k in INPUTS if k in batch})
@@ -78,6 +80,13 @@ class VQAModule(pl.LightningModule):
         self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=n, sync_dist=True)
         self.metrics[stage].update(self._answer_logits(out, batch), batch["target"],
                                    batch["answer_type"])
+        if "grounding_boxes" in batch:
+            n = out["image_attention"].shape[-1]
+            grid = getattr(getattr(self.model, "image_encoder", None), "grid_size", None) or (
+                (round(n ** 0.5),) * 2)
+            self.grounding[stage].update(out["image_attention"], out["question_attention"],
+                                         batch["grounding_boxes"], batch["grounding_words"],
+                                         tuple(grid))
         return out  # attention maps for callbacks, without a second forward pass
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -91,6 +100,10 @@ class VQAModule(pl.LightningModule):
             self.log(f"{stage}/vqa_acc" + (f"/{key}" if key else ""), value.float(),
                      prog_bar=not key)
         self.metrics[stage].reset()
+        if self.grounding[stage].update_called:
+            for key, value in self.grounding[stage].compute().items():
+                self.log(f"{stage}/grounding/{key}", value.float())
+        self.grounding[stage].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric("val")

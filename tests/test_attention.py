@@ -1,0 +1,96 @@
+"""Attention rendering lands on the right pixels; grounding scores are exact on hand cases."""
+
+from pathlib import Path
+
+import matplotlib.figure
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import shapes_split
+
+from vqa.data import VQADataModule, collate, tokenize
+from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
+from vqa.training import VQAModule
+from vqa.training.grounding import GroundingScores
+from vqa.viz import attention_to_pixels, figure, overlay, words_html
+
+
+@pytest.mark.parametrize(("grid", "size", "cell"), [((8, 8), (64, 64), (2, 5)),
+                                                    ((7, 7), (100, 100), (3, 6)),
+                                                    ((14, 14), (448, 448), (13, 0))])
+def test_one_hot_attention_heats_exactly_its_cell(grid: tuple, size: tuple, cell: tuple) -> None:
+    r, c = cell
+    attention = torch.zeros(grid[0] * grid[1])
+    attention[r * grid[1] + c] = 1.0  # row-major region index
+    image = np.full((*size, 3), 128, np.uint8)
+    out = overlay(image, attention, grid).astype(int)
+    hot = (out != out[0 if r else -1, 0 if c else -1]).any(-1)  # differs from a cold pixel
+    rows, cols = np.nonzero(hot)
+    # The cell covers rows [r H / h, (r + 1) H / h) and columns [c W / w, (c + 1) W / w).
+    assert rows.min() == -(-r * size[0] // grid[0]) and rows.max() == -(-(r + 1) * size[0] // grid[0]) - 1
+    assert cols.min() == -(-c * size[1] // grid[1]) and cols.max() == -(-(c + 1) * size[1] // grid[1]) - 1
+    assert hot.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # all of it
+    heat = attention_to_pixels(attention, grid, size)
+    assert heat.sum() == hot.sum()
+
+
+def test_words_html_and_figure(tmp_path: Path) -> None:
+    html = words_html(["what", "<color>", "is"], torch.tensor([0.2, 0.6, 0.2, 0.0]), "word level")
+    assert "&lt;color&gt;" in html and "rgba(255, 140, 0, 1.00)" in html and "word level" in html
+    assert html.count("<span") == 3  # padding positions are not shown
+    image = np.zeros((64, 64, 3), np.uint8)
+    fig = figure(image, torch.softmax(torch.randn(3, 64), -1), torch.softmax(torch.randn(3, 5), -1),
+                 ["what", "color", "is", "the", "circle"], (8, 8), "Q: what color? A: red")
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 8
+    fig.savefig(tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_grounding_scores_by_hand() -> None:
+    boxes = torch.zeros(2, 4, 4, dtype=torch.bool)
+    boxes[0, :2, :2] = True  # item 0: the top-left cell of a 2 x 2 grid; item 1: no box
+    image_att = torch.zeros(2, 3, 4)
+    image_att[:, 0, 0] = 1  # level word: on the box
+    image_att[:, 1, 3] = 1  # level phrase: bottom right
+    image_att[:, 2] = 0.25  # level question: uniform (arg-max is the first region)
+    words = torch.zeros(2, 6, dtype=torch.bool)
+    words[0, 1] = words[1, 3] = True
+    q_att = torch.zeros(2, 3, 5)
+    q_att[:, :, 1] = 1  # every level points at word 1
+    metric = GroundingScores()
+    metric.update(image_att, q_att, boxes, words, (2, 2))
+    out = {k: round(v.item(), 4) for k, v in metric.compute().items()}
+    assert out["word/pointing"] == 100 and out["word/mass"] == 100
+    assert out["phrase/pointing"] == 0 and out["phrase/mass"] == 0
+    assert out["question/pointing"] == 100 and out["question/mass"] == 25
+    assert out["word/word_hit"] == 50  # item 0 hit, item 1 missed
+
+
+def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
+    dm = VQADataModule(shapes_split(shapes_dir, "train"), shapes_split(shapes_dir, "val"),
+                       image_size=32, max_question_length=16, batch_size=50)
+    ds = dm.dataset("val")
+    for i in range(len(ds)):
+        ex = ds.examples[i]
+        boxes, words = ds.grounding(i)
+        g = ex.extra["grounding"]
+        tokens = tokenize(ex.question)
+        assert [tokens[p] for p in torch.nonzero(words).flatten().tolist()] == \
+            [tokens[p] for p in g["word_positions"]]
+        for x0, y0, x1, y1 in g["boxes"]:  # 64 px boxes in a 32 px image: halved
+            assert boxes[(y0 + y1) // 4, (x0 + x1) // 4]
+        assert boxes.any() == bool(g["boxes"])
+    batch = collate([ds[i] for i in range(8)])
+    assert batch["grounding_boxes"].shape == (8, 32, 32)
+
+    torch.manual_seed(0)
+    model = HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16), 32),
+                     AlternatingCoAttention, dim=16, hidden=16, answer_hidden=16)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False)
+    trainer.validate(VQAModule(model), datamodule=dm)
+    for level in ("word", "phrase", "question"):
+        for score in ("pointing", "mass", "word_hit"):
+            value = trainer.callback_metrics[f"val/grounding/{level}/{score}"]
+            assert 0 <= value <= 100

@@ -1,0 +1,66 @@
+"""Grounding scores: does attention land on what the question refers to? (shapes dataset)
+
+Per co-attention level, over questions that refer to at least one object (or word):
+
+* pointing accuracy: the most attended image region overlaps a referred object's box;
+* mass: the share of image attention inside the referred boxes (each region's weight spread
+  evenly over its pixels);
+* word hit rate: the most attended word is one that refers to the object.
+
+States are sums, so the scores reduce correctly across processes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from vqa.viz import LEVELS
+
+
+def region_cover(box_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Share of each grid cell's pixels inside the boxes: (B, H, W) bool -> (B, N), row-major."""
+    return F.adaptive_avg_pool2d(box_mask[:, None].float(), grid).flatten(1)
+
+
+class GroundingScores(Metric):
+    """Pointing accuracy, attention mass in boxes and word hit rate per level, in percent."""
+
+    full_state_update = False
+
+    def __init__(self, levels: tuple[str, ...] = LEVELS, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.levels = levels
+        for name in ("pointing", "mass", "word_hit"):
+            self.add_state(name, torch.zeros(len(levels), dtype=torch.float64), dist_reduce_fx="sum")
+        for name in ("boxed", "worded"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, image_attention: torch.Tensor, question_attention: torch.Tensor,
+               box_mask: torch.Tensor, word_mask: torch.Tensor, grid: tuple[int, int]) -> None:
+        """``image_attention`` (B, L, N), ``question_attention`` (B, L, T), ``box_mask`` (B, H, W)
+        pixels inside referred boxes, ``word_mask`` (B, T') referring words (T' >= T)."""
+        cover = region_cover(box_mask, grid)  # (B, N)
+        boxed = cover.sum(1) > 0  # (B,)
+        top = image_attention.argmax(-1)  # (B, L)
+        pointing = cover.gather(1, top) > 0  # (B, L)
+        mass = (image_attention * cover[:, None]).sum(-1)  # (B, L, N) -> (B, L)
+        self.pointing += pointing[boxed].sum(0).double()
+        self.mass += mass[boxed].sum(0).double()
+        self.boxed += boxed.sum()
+        words = word_mask[:, : question_attention.shape[-1]]  # (B, T)
+        worded = words.any(1)  # (B,)
+        hit = words.gather(1, question_attention.argmax(-1))  # (B, L)
+        self.word_hit += hit[worded].sum(0).double()
+        self.worded += worded.sum()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, level in enumerate(self.levels):
+            if self.boxed > 0:
+                out[f"{level}/pointing"] = 100 * self.pointing[i] / self.boxed
+                out[f"{level}/mass"] = 100 * self.mass[i] / self.boxed
+            if self.worded > 0:
+                out[f"{level}/word_hit"] = 100 * self.word_hit[i] / self.worded
+        return out
