@@ -22,9 +22,11 @@ setup: $(STAMP)
 $(SHAPES)/v2_shapes_val_annotations.json: | $(STAMP)
 	$(BIN)/vqa make-shapes --out $(SHAPES) --train 20000 --val 2000 --seed 0
 
-# Generate the shapes data, train, answer the validation split with the best checkpoint, score it.
+# Generate the shapes data, train, validate the best checkpoint (prints accuracy and the grounding
+# scores of each attention level), answer the validation split with it and score the answers.
 demo: setup $(SHAPES)/v2_shapes_val_annotations.json
 	$(BIN)/vqa fit -c $(CONFIG)
+	$(BIN)/vqa validate -c $(CONFIG) --ckpt_path $(RUN)/checkpoints/best.ckpt
 	$(BIN)/vqa predict -c $(CONFIG) --ckpt_path $(RUN)/checkpoints/best.ckpt
 	$(BIN)/vqa evaluate --questions $(SHAPES)/v2_OpenEnded_shapes_val_questions.json \
 		--annotations $(SHAPES)/v2_shapes_val_annotations.json \
