@@ -1,5 +1,7 @@
 """Attention rendering lands on the right pixels; grounding scores are exact on hand cases."""
 
+import json
+import re
 from pathlib import Path
 
 import matplotlib.figure
@@ -7,13 +9,18 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from conftest import shapes_split
 
+from vqa.cli import main
 from vqa.data import VQADataModule, collate, tokenize
+from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
 from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
 from vqa.training import VQAModule
 from vqa.training.grounding import GroundingScores
 from vqa.viz import attention_to_pixels, figure, overlay, words_html
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("grid", "size", "cell"), [((8, 8), (64, 64), (2, 5)),
@@ -94,3 +101,44 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
         for score in ("pointing", "mass", "word_hit"):
             value = trainer.callback_metrics[f"val/grounding/{level}/{score}"]
             assert 0 <= value <= 100
+
+
+def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One epoch with an offline WandbLogger: the run folder holds the table and its images."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.chdir(tmp_path)
+    split = {name: {"questions": str(shapes_dir / QUESTIONS_FILE.format(split=name)),
+                    "annotations": str(shapes_dir / ANNOTATIONS_FILE.format(split=name)),
+                    "images": str(shapes_dir / name), "image_template": IMAGE_TEMPLATE}
+             for name in ("train", "val")}
+    override = {
+        "trainer": {"max_epochs": 1, "limit_train_batches": 3, "enable_progress_bar": False,
+                    "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger",
+                               "init_args": {"project": "vqa-test", "save_dir": "wb"}},
+                    "callbacks": [{"class_path": "vqa.training.AttentionTable",
+                                   "init_args": {"num_examples": 4}}]},
+        "data": {**split, "batch_size": 16},
+    }
+    Path("wandb.yaml").write_text(yaml.safe_dump(override))
+    main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "wandb.yaml"])
+    import wandb
+
+    wandb.finish()
+    # The run folder holds the table's run-level entry and, in its .wandb log, the table artifact
+    # whose files (table JSON, images, HTML) wandb stages under WANDB_DATA_DIR until `wandb sync`.
+    run = next(Path("wb/wandb").glob("offline-run-*"))
+    assert list(run.glob("files/media/table/val/attention_*.table.json"))
+    log = next(run.glob("run-*.wandb")).read_bytes()
+    staged = {Path(m.decode()) for m in re.findall(rb"(/[^\x00-\x1f\"]+/staging/tmp[a-z0-9_]{8})", log)}
+    assert staged and all(p.is_file() for p in staged)
+    tables = [json.loads(p.read_text()) for p in staged if p.read_bytes()[:1] == b"{"]
+    table = next(t for t in tables if "question_id" in t.get("columns", []))
+    assert table["columns"][:5] == ["question_id", "image", "word attention", "phrase attention",
+                                    "question attention"]
+    assert len(table["data"]) == 4 and all(0 <= row[-1] <= 1 for row in table["data"])
+    image_paths = {cell["path"] for row in table["data"] for cell in row[1:5]}
+    assert all(p.startswith("media/images/") and p.encode() in log for p in image_paths)
+    pngs = [p for p in staged if p.read_bytes()[:4] == b"\x89PNG"]
+    assert len(pngs) >= len(image_paths) >= 4  # distinct images (identical overlays share a file)

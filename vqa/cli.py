@@ -5,6 +5,7 @@
     vqa evaluate --questions Q.json --annotations A.json --results R.json [--out metrics.json]
     vqa extract-features --images DIR --out CACHE [--name resnet152 --weights ... --layer layer4]
     vqa check-features --cache CACHE [--questions Q.json ...]
+    vqa attend --ckpt CKPT --image IMG --question "..." [--out attention.png]
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
 
+from vqa._io import atomic_save
 from vqa.data.datamodule import VQADataModule
 from vqa.training.module import VQAModule
 
-TOOLS = ("make-shapes", "evaluate", "extract-features", "check-features")
+TOOLS = ("make-shapes", "evaluate", "extract-features", "check-features", "attend")
 
 
 class VQACLI(LightningCLI):
@@ -130,6 +132,28 @@ def check_features_main(argv: list[str]) -> None:
     print("ok" + (f": all {len(needed)} images of the questions are cached" if needed else ""))
 
 
+def attend_main(argv: list[str]) -> None:
+    from vqa.inspect import Inspector
+
+    p = argparse.ArgumentParser(prog="vqa attend", description="Answer a question about an image "
+                                "and draw where each co-attention level looked.")
+    p.add_argument("--ckpt", required=True, help="a checkpoint of `vqa fit`")
+    p.add_argument("--image", required=True, help="an image file")
+    p.add_argument("--question", required=True, help="free text")
+    p.add_argument("--out", default="attention.png", help="the PNG figure to write")
+    p.add_argument("--top", type=int, default=5, help="how many answers to print")
+    a = p.parse_args(argv)
+    if not Path(a.image).is_file():
+        raise FileNotFoundError(f"{a.image}: image not found")
+    answer = Inspector.from_checkpoint(a.ckpt).ask(a.image, a.question, a.top)
+    print(f"Q: {a.question}")
+    for i, (text, prob) in enumerate(answer.top, 1):
+        print(f"  {i}. {text:<20} {prob:.3f}")
+    fig = answer.figure()
+    atomic_save(a.out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    print(f"attention figure written to {a.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
@@ -137,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
              "extract-features": extract_features_main,
-             "check-features": check_features_main}[argv[0]](argv[1:])
+             "check-features": check_features_main, "attend": attend_main}[argv[0]](argv[1:])
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"error: {e}")
         return

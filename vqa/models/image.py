@@ -48,6 +48,7 @@ class SmallCNN(nn.Module):
         self.gates = nn.Conv2d(c_in, coord_gates, 1) if coord_gates else None
         self.out_dim = c_in + 2 * coord_gates
         side = image_size // 2 ** len(channels)
+        self.image_size = image_size
         self.grid_size = (side, side)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -90,6 +91,7 @@ class TorchvisionEncoder(nn.Module):
             probe = self.body.eval()(torch.zeros(1, 3, image_size, image_size))["grid"]
         self.out_dim = probe.shape[1]
         self.grid_size = tuple(probe.shape[2:])
+        self.image_size = image_size
 
     def train(self, mode: bool = True) -> TorchvisionEncoder:
         super().train(mode)

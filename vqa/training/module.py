@@ -78,16 +78,19 @@ class VQAModule(pl.LightningModule):
         out = self(batch)
         n = len(batch["question"])
         self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=n, sync_dist=True)
-        self.metrics[stage].update(self._answer_logits(out, batch), batch["target"],
-                                   batch["answer_type"])
+        answer_logits = self._answer_logits(out, batch)
+        self.metrics[stage].update(answer_logits, batch["target"], batch["answer_type"])
+        out["answer"] = answer_logits.argmax(-1)  # (B,)
         if "grounding_boxes" in batch:
-            n = out["image_attention"].shape[-1]
-            grid = getattr(getattr(self.model, "image_encoder", None), "grid_size", None) or (
-                (round(n ** 0.5),) * 2)
             self.grounding[stage].update(out["image_attention"], out["question_attention"],
                                          batch["grounding_boxes"], batch["grounding_words"],
-                                         tuple(grid))
-        return out  # attention maps for callbacks, without a second forward pass
+                                         self.attention_grid(out["image_attention"].shape[-1]))
+        return out  # answers and attention maps for callbacks, without a second forward pass
+
+    def attention_grid(self, regions: int) -> tuple[int, int]:
+        """(rows, columns) of the region grid: the image encoder's, else square."""
+        encoder = getattr(self.model, "image_encoder", None)
+        return tuple(getattr(encoder, "grid_size", None) or (round(regions ** 0.5),) * 2)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step("val", batch)

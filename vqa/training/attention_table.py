@@ -1,0 +1,96 @@
+"""``AttentionTable``: each validation epoch, a W&B table of what the model attends to.
+
+For a fixed set of validation questions (the first ``num_examples`` that rank zero validates) a row
+holds the image, the image attention of each level overlaid on it, the question with every word
+coloured by its attention at each level, the predicted answer, the human answers and the VQA
+score. Attention comes from what ``validation_step`` returns: no second forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+from vqa.data.dataset import load_image
+from vqa.data.vocab import tokenize
+from vqa.viz import LEVELS, overlay, words_html
+
+
+class AttentionTable(pl.Callback):
+    """Logs ``val/attention`` (a ``wandb.Table``) to the run's ``WandbLogger``.
+
+    Args:
+        num_examples: validation questions in the table.
+    """
+
+    def __init__(self, num_examples: int = 16) -> None:
+        self.num_examples = num_examples
+        self.question_ids: list[int] | None = None
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        return (trainer.is_global_zero and not trainer.sanity_checking
+                and any(isinstance(lg, WandbLogger) for lg in trainer.loggers))
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows = {}
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if not self._active(trainer) or not isinstance(outputs, dict):
+            return
+        qids = batch["question_id"].tolist()
+        if self.question_ids is None or len(self.question_ids) < self.num_examples:
+            chosen = self.question_ids or []
+            self.question_ids = chosen + qids[: self.num_examples - len(chosen)]
+        wanted = set(self.question_ids)
+        for row, qid in enumerate(qids):
+            if qid in wanted:
+                pred = int(outputs["answer"][row])
+                self.rows[qid] = {
+                    "image_attention": outputs["image_attention"][row].float().cpu(),  # (L, N)
+                    "question_attention": outputs["question_attention"][row].float().cpu(),  # (L, T)
+                    "answer": pred, "score": float(batch["target"][row, pred]),
+                }
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._active(trainer) or not self.rows:
+            return
+        import wandb
+
+        dataset = trainer.val_dataloaders.dataset
+        index = {ex.question_id: i for i, ex in enumerate(dataset.examples)}
+        answers = pl_module.vocab.answers.tokens if pl_module.vocab is not None else None
+        grid = pl_module.attention_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
+        columns = ["question_id", "image", *(f"{lvl} attention" for lvl in LEVELS), "question",
+                   "prediction", "human answers", "vqa score"]
+        data = []
+        for qid in self.question_ids or []:
+            if qid not in self.rows:
+                continue
+            r, ex = self.rows[qid], dataset.examples[index[qid]]
+            image = _image(dataset, ex.image_id)
+            tokens = tokenize(ex.question)
+            html = "".join(words_html(tokens, r["question_attention"][i], lvl)
+                           for i, lvl in enumerate(LEVELS))
+            data.append([qid, wandb.Image(image), *(wandb.Image(overlay(image, a, grid))
+                                                   for a in r["image_attention"]),
+                         wandb.Html(html), answers[r["answer"]] if answers else r["answer"],
+                         ", ".join(ex.answers), r["score"]])
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                lg.log_table("val/attention", columns=columns, data=data, step=trainer.global_step)
+
+
+def _image(dataset: Any, image_id: int) -> np.ndarray:
+    """(S, S, 3) uint8 image as the model saw it; grey when the data are cached features."""
+    paths = getattr(dataset.images, "paths", None)
+    if paths is None:
+        return np.full((224, 224, 3), 128, np.uint8)
+    size = dataset.images.size
+    return load_image(paths[image_id], size).permute(1, 2, 0).numpy()
+
