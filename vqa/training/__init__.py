@@ -2,8 +2,10 @@
 
 from vqa.training.attention_table import AttentionTable
 from vqa.training.grounding import GroundingScores
+from vqa.training.human_attention import HumanAttention
 from vqa.training.metrics import VQAAccuracy
 from vqa.training.module import VQAModule
 from vqa.training.results import ResultsWriter
 
-__all__ = ["AttentionTable", "GroundingScores", "ResultsWriter", "VQAAccuracy", "VQAModule"]
+__all__ = ["AttentionTable", "GroundingScores", "HumanAttention", "ResultsWriter", "VQAAccuracy",
+           "VQAModule"]
