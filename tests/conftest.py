@@ -1,6 +1,6 @@
 import os
 
-os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["WANDB_MODE"] = "disabled"  # tests that need a run set "offline" themselves
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from pathlib import Path

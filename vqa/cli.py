@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import netrc
+import os
 import sys
 from pathlib import Path
 
@@ -154,7 +156,21 @@ def attend_main(argv: list[str]) -> None:
     print(f"attention figure written to {a.out}")
 
 
+def wandb_offline_unless_logged_in() -> None:
+    """W&B runs stay offline (no account needed; `wandb sync` uploads them later) unless the user
+    has logged in (`wandb login` or WANDB_API_KEY) or chose a mode with WANDB_MODE."""
+    if "WANDB_MODE" in os.environ or os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        logged_in = False
+    if not logged_in:
+        os.environ["WANDB_MODE"] = "offline"
+
+
 def main(argv: list[str] | None = None) -> None:
+    wandb_offline_unless_logged_in()
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TOOLS:
