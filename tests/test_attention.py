@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from conftest import shapes_split
+from PIL import Image
 
 from vqa.cli import main
 from vqa.data import VQADataModule, collate, tokenize
@@ -130,6 +131,13 @@ def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Pat
     # whose files (table JSON, images, HTML) wandb stages under WANDB_DATA_DIR until `wandb sync`.
     run = next(Path("wb/wandb").glob("offline-run-*"))
     assert list(run.glob("files/media/table/val/attention_*.table.json"))
+    # The exported copy in the run folder: a PNG strip per question and the table as JSON.
+    exported = run / "files/attention/epoch_000"
+    rows = json.loads((exported / "table.json").read_text())["rows"]
+    assert len(rows) == 4 and all(len(r["word_attention"]) == 3 for r in rows)
+    for r in rows:
+        strip = np.asarray(Image.open(exported / f"{r['question_id']}.png"))
+        assert strip.shape == (64, 4 * 64, 3)  # image + word, phrase, question overlays
     log = next(run.glob("run-*.wandb")).read_bytes()
     staged = {Path(m.decode()) for m in re.findall(rb"(/[^\x00-\x1f\"]+/staging/tmp[a-z0-9_]{8})", log)}
     assert staged and all(p.is_file() for p in staged)

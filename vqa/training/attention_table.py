@@ -8,12 +8,15 @@ score. Attention comes from what ``validation_step`` returns: no second forward 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
+from vqa._io import atomic_save, write_json
 from vqa.data.dataset import load_image
 from vqa.data.vocab import tokenize
 from vqa.viz import LEVELS, overlay, words_html
@@ -24,10 +27,13 @@ class AttentionTable(pl.Callback):
 
     Args:
         num_examples: validation questions in the table.
+        export: also write the table into the run folder (``files/attention/epoch_*/``): a PNG per
+            question (image, then the word, phrase and question level overlays) and
+            ``table.json``. W&B itself keeps a table's images in the run's table artifact.
     """
 
-    def __init__(self, num_examples: int = 16) -> None:
-        self.num_examples = num_examples
+    def __init__(self, num_examples: int = 16, export: bool = True) -> None:
+        self.num_examples, self.export = num_examples, export
         self.question_ids: list[int] | None = None
         self.rows: dict[int, dict[str, Any]] = {}
 
@@ -68,22 +74,39 @@ class AttentionTable(pl.Callback):
         grid = pl_module.attention_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
         columns = ["question_id", "image", *(f"{lvl} attention" for lvl in LEVELS), "question",
                    "prediction", "human answers", "vqa score"]
-        data = []
+        data, export = [], []
         for qid in self.question_ids or []:
             if qid not in self.rows:
                 continue
             r, ex = self.rows[qid], dataset.examples[index[qid]]
             image = _image(dataset, ex.image_id)
+            overlays = [overlay(image, a, grid) for a in r["image_attention"]]
             tokens = tokenize(ex.question)
             html = "".join(words_html(tokens, r["question_attention"][i], lvl)
                            for i, lvl in enumerate(LEVELS))
-            data.append([qid, wandb.Image(image), *(wandb.Image(overlay(image, a, grid))
-                                                   for a in r["image_attention"]),
-                         wandb.Html(html), answers[r["answer"]] if answers else r["answer"],
-                         ", ".join(ex.answers), r["score"]])
+            prediction = answers[r["answer"]] if answers else str(r["answer"])
+            data.append([qid, wandb.Image(image), *map(wandb.Image, overlays), wandb.Html(html),
+                         prediction, ", ".join(ex.answers), r["score"]])
+            export.append((qid, np.concatenate([image, *overlays], 1), {
+                "question_id": qid, "question": ex.question, "tokens": tokens,
+                "word_attention": r["question_attention"][:, : len(tokens)].tolist(),
+                "prediction": prediction, "human_answers": list(ex.answers),
+                "vqa_score": r["score"]}))
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 lg.log_table("val/attention", columns=columns, data=data, step=trainer.global_step)
+                if self.export:
+                    _export(Path(lg.experiment.dir) / "attention" /
+                            f"epoch_{trainer.current_epoch:03d}", export)
+
+
+def _export(folder: Path, rows: list[tuple[int, np.ndarray, dict[str, Any]]]) -> None:
+    """The table as files in the run folder (uploaded with the run): per question a PNG of the
+    image and its overlay at each level side by side, and ``table.json`` with the rest."""
+    for qid, strip, _ in rows:
+        atomic_save(folder / f"{qid}.png", lambda tmp, strip=strip: Image.fromarray(strip).save(
+            tmp, format="PNG"))
+    write_json(folder / "table.json", {"levels": list(LEVELS), "rows": [r for _, _, r in rows]})
 
 
 def _image(dataset: Any, image_id: int) -> np.ndarray:
