@@ -73,11 +73,7 @@ class Inspector:
     @torch.no_grad()
     def ask(self, image: str | os.PathLike | Image.Image, question: str, k: int = 5) -> Answer:
         """Answer ``question`` about ``image`` (a file or a PIL image)."""
-        if isinstance(image, Image.Image):
-            raw = torch.from_numpy(np.asarray(image.convert("RGB").resize(
-                (self.image_size, self.image_size), Image.Resampling.BILINEAR)).copy()).permute(2, 0, 1)
-        else:
-            raw = load_image(image, self.image_size)  # (3, S, S) uint8
+        raw = load_image(image, self.image_size)  # (3, S, S) uint8
         tokens = tokenize(question)[: self.max_question_length]
         if not tokens:
             raise ValueError(f"the question {question!r} has no words")

@@ -62,16 +62,14 @@ def figure(image: np.ndarray, image_attention: torch.Tensor | np.ndarray,
            question_attention: torch.Tensor | np.ndarray, tokens: Sequence[str],
            grid: tuple[int, int], title: str = "", levels: Sequence[str] = LEVELS):
     """A matplotlib figure: the image, its attention overlay at each level (L, N), and a bar chart
-    of the word attention at each level (L, T)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    of the word attention at each level (L, T). Built without pyplot, so it neither changes the
+    backend nor stays open: save it with ``savefig`` or show it with ``display`` in a notebook."""
+    from matplotlib.figure import Figure
 
     a_v, a_q = _numpy(image_attention), _numpy(question_attention)[:, : len(tokens)]
     n = len(levels)
-    fig, axes = plt.subplots(2, n + 1, figsize=(3 * (n + 1), 5.5),
-                             gridspec_kw={"height_ratios": [3, 2]})
+    fig = Figure(figsize=(3 * (n + 1), 5.5))
+    axes = fig.subplots(2, n + 1, gridspec_kw={"height_ratios": [3, 2]})
     axes[0, 0].imshow(image)
     axes[0, 0].set_title("image")
     for i, level in enumerate(levels):

@@ -8,6 +8,7 @@ answer or -100, "answer_type": () index into ``ANSWER_TYPES`` or -1, "question_i
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,13 +26,19 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
-def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """An RGB image resized to (size, size) as a (3, size, size) uint8 tensor."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+def load_image(image: str | os.PathLike | Image.Image, size: int) -> torch.Tensor:
+    """An image file (or PIL image) as RGB resized to (size, size): a (3, size, size) uint8 tensor."""
+    if isinstance(image, Image.Image):
+        return _resized(image, size)
+    with Image.open(image) as img:
+        return _resized(img, size)
+
+
+def _resized(img: Image.Image, size: int) -> torch.Tensor:
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
 def normalize_image(image: torch.Tensor) -> torch.Tensor:
@@ -110,9 +117,9 @@ class VQADataset(Dataset):
         boxes = torch.zeros(size, size, dtype=torch.bool)
         if g.get("boxes"):
             w, h = self.images.original_size(ex.image_id)
-            for x0, y0, x1, y1 in g["boxes"]:
-                boxes[int(y0 * size / h):int(-(-y1 * size // h)),
-                      int(x0 * size / w):int(-(-x1 * size // w))] = True
+            for x0, y0, x1, y1 in g["boxes"]:  # pixels the box touches after resizing
+                boxes[math.floor(y0 * size / h):math.ceil(y1 * size / h),
+                      math.floor(x0 * size / w):math.ceil(x1 * size / w)] = True
         words = torch.zeros(self.data.questions.shape[1], dtype=torch.bool)
         positions = [p for p in g.get("word_positions", []) if p < len(words)]
         words[positions] = True

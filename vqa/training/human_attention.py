@@ -84,6 +84,7 @@ class HumanAttention(pl.Callback):
     def __init__(self, hat_dir: str, size: tuple[int, int] = (14, 14)) -> None:
         self.hat_dir, self.size = hat_dir, tuple(size)
         self.maps = read_hat(hat_dir)
+        self._resized: dict[Path, np.ndarray] = {}  # human maps on the common grid, read once
         self.sums = torch.zeros(len(LEVELS), dtype=torch.float64)
         self.count = torch.zeros((), dtype=torch.float64)
 
@@ -91,7 +92,10 @@ class HumanAttention(pl.Callback):
               ) -> np.ndarray:
         """(L,) correlation of each level's map (L, N) with the human maps, averaged over them."""
         model = resize_attention(attention, grid, self.size)  # (L, S)
-        human = [load_map(p, self.size) for p in paths]
+        for p in paths:
+            if p not in self._resized:
+                self._resized[p] = load_map(p, self.size)
+        human = [self._resized[p] for p in paths]
         return np.array([np.nanmean([rank_correlation(level, h) for h in human])
                          for level in model])
 

@@ -27,16 +27,16 @@ class ResultsWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            predictions: Sequence[Any], batch_indices: Sequence[Any]) -> None:
-        pairs = [(int(q), int(a) if "choice" not in batch else -1 - int(c))
-                 for batch in predictions
-                 for q, a, c in zip(batch["question_id"], batch["answer"],
-                                    batch.get("choice", batch["answer"]), strict=True)]
+        # (question id, vocabulary answer, multiple-choice candidate or None)
+        rows = [(int(q), int(a), int(batch["choice"][k]) if "choice" in batch else None)
+                for batch in predictions
+                for k, (q, a) in enumerate(zip(batch["question_id"], batch["answer"], strict=True))]
         if trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
             import torch.distributed as dist
 
-            dist.all_gather_object(gathered, pairs)
-            pairs = [p for part in gathered for p in part]
+            dist.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
         if not trainer.is_global_zero:
             return
         if pl_module.vocab is None:
@@ -44,8 +44,8 @@ class ResultsWriter(BasePredictionWriter):
         answers = pl_module.vocab.answers.tokens
         examples = _predict_examples(trainer)
         choices = {ex.question_id: ex.multiple_choices for ex in examples}
-        # a >= 0: vocabulary answer; a < 0: candidate -1 - a. A dict de-duplicates padded samples.
-        results = {q: answers[a] if a >= 0 else choices[q][-1 - a] for q, a in pairs}
+        # A dict de-duplicates the samples distributed runs pad with.
+        results = {q: answers[a] if c is None else choices[q][c] for q, a, c in rows}
         missing = choices.keys() - results.keys()
         if examples and missing:
             raise RuntimeError(f"no prediction for {len(missing)} question(s), e.g. "
