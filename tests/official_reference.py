@@ -20,7 +20,7 @@ PUNCT = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
          ",", "?", "!"]
 
 
-def processPunctuation(inText):  # noqa: N802, N803  (the official names)
+def processPunctuation(inText):  # noqa: N802  (the official names)
     outText = inText
     for p in PUNCT:
         if (p + " " in inText or " " + p in inText) or (re.search(COMMA_STRIP, inText) is not None):
@@ -31,7 +31,7 @@ def processPunctuation(inText):  # noqa: N802, N803  (the official names)
     return outText
 
 
-def processDigitArticle(inText):  # noqa: N802, N803
+def processDigitArticle(inText):  # noqa: N802
     outText = []
     tempText = inText.lower().split()
     for word in tempText:

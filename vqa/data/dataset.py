@@ -77,7 +77,8 @@ class ImageFiles:
 
 
 class CachedFeatures:
-    """Image source: precomputed grid features, ``source[image_id]`` -> (N, C) float32.
+    """Image source: precomputed grid features, ``source[image_id]`` -> (N, C) as stored (float16:
+    half the bytes to copy and transfer; the model converts them on its device).
 
     Args:
         caches: feature caches (``vqa.features.FeatureCache``); an image is read from the first
@@ -92,7 +93,7 @@ class CachedFeatures:
     def __getitem__(self, image_id: int) -> torch.Tensor:
         for cache in self.caches:
             if image_id in cache:
-                return cache[image_id].float()
+                return cache[image_id]
         raise KeyError(f"image {image_id} is in none of the feature caches "
                        f"{[str(c.folder) for c in self.caches]}")
 
@@ -144,8 +145,9 @@ class VQADataset(Dataset):
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack items, trim question padding to the longest question in the batch, and keep each
-    image once: ``image`` (B_img, 3, S, S) or ``features`` (B_img, N, C), and ``image_index`` (B,)
-    pointing into it, so questions about the same image share one image-encoder pass."""
+    image once: ``image`` (B_img, 3, S, S) or ``features`` (B_img, N, C), in order of first
+    appearance. When an image repeats, ``image_index`` (B,) points each question into them, so
+    questions about the same image share the image-side work; without it, row i is question i's."""
     key = "image" if "image" in items[0] else "features"
     images: dict[int, int] = {}
     for it in items:
@@ -154,7 +156,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch = {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k])
              else torch.tensor([it[k] for it in items]) for k in items[0] if k != key}
     batch[key] = torch.stack([first[r] for r in range(len(images))])
-    batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])
+    if len(images) < len(items):
+        batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])
     length = max(int(batch["question_mask"].sum(1).max()), 1)
     batch["question"] = batch["question"][:, :length]  # (B, T) -> (B, T_batch)
     batch["question_mask"] = batch["question_mask"][:, :length]

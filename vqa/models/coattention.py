@@ -1,14 +1,19 @@
 """Parallel and alternating co-attention (Lu et al. 2016, Sec. 3.3).
 
-Both take image regions V (B, N, D), question features Q (B, T, D) and the question mask (B, T)
-and return the attended image vector v^ (B, D), question vector q^ (B, D) and the two attention
-maps a^v (B, N) and a^q (B, T). Padded words get ``-inf`` before every softmax over words.
+A co-attention module takes image regions V (B, N, D), question features Q (B, T, D), the question
+mask (B, T) and ``v_proj`` (B, N, k), its ``image_projection`` of V, and returns the attended image
+vector v^ (B, D), question vector q^ (B, D) and the two attention maps a^v (B, N) and a^q (B, T).
+``image_projection`` is the one product with V that does not depend on the question: ``HieCoAtt``
+computes it once per image for all levels in one fused matrix product, then gathers it per
+question. Padded words get ``-inf`` before every softmax over words.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from vqa.models.dropout import Dropout
 
 CoAttentionOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -25,11 +30,25 @@ def attend(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (weights.unsqueeze(1) @ x).squeeze(1)  # (B, 1, M) x (B, M, D) -> (B, 1, D)
 
 
-class ParallelCoAttention(nn.Module):
+class CoAttention(nn.Module):
+    """Interface of a co-attention level: ``image_projection`` maps V (B, N, D) to (B, N, k)
+    independently of the question; ``forward(v, q, q_mask, v_proj)`` returns (v^, q^, a^v, a^q)."""
+
+    @property
+    def image_projection(self) -> nn.Linear:
+        raise NotImplementedError
+
+    def forward(self, v: torch.Tensor, q: torch.Tensor, q_mask: torch.Tensor,
+                v_proj: torch.Tensor | None = None) -> CoAttentionOutput:
+        raise NotImplementedError
+
+
+class ParallelCoAttention(CoAttention):
     """Image and question attend to each other at once through the affinity matrix C.
 
     ``C = tanh(Q^T W_b V)`` (Eq. 3); ``H^v = tanh(W_v V + (W_q Q) C)``, ``H^q = tanh(W_q Q +
     (W_v V) C^T)``, ``a^v = softmax(w_hv^T H^v)``, ``a^q = softmax(w_hq^T H^q)`` (Eq. 4).
+    C is computed as ``(Q^T W_b) V``: T d^2 multiply-adds instead of N d^2 for ``Q^T (W_b V)``.
     Departure from the paper: affinities of padded words are zeroed so they add nothing to H^v.
 
     Args:
@@ -45,12 +64,19 @@ class ParallelCoAttention(nn.Module):
         self.w_q = nn.Linear(dim, hidden, bias=False)
         self.w_hv = nn.Linear(hidden, 1)
         self.w_hq = nn.Linear(hidden, 1)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def forward(self, v: torch.Tensor, q: torch.Tensor, q_mask: torch.Tensor) -> CoAttentionOutput:
-        affinity = torch.tanh(q @ self.w_b(v).transpose(1, 2))  # (B, T, D) x (B, D, N) -> (B, T, N), Eq. 3
-        affinity = affinity * q_mask.unsqueeze(-1)
-        wv, wq = self.w_v(v), self.w_q(q)  # (B, N, k), (B, T, k)
+    @property
+    def image_projection(self) -> nn.Linear:
+        return self.w_v
+
+    def forward(self, v: torch.Tensor, q: torch.Tensor, q_mask: torch.Tensor,
+                v_proj: torch.Tensor | None = None) -> CoAttentionOutput:
+        wv = self.w_v(v) if v_proj is None else v_proj  # W_v V: (B, N, k)
+        qb = q @ self.w_b.weight  # Q^T W_b: (B, T, D) x (D, D) -> (B, T, D)
+        affinity = torch.tanh(qb @ v.transpose(1, 2))  # (B, T, D) x (B, D, N) -> (B, T, N), Eq. 3
+        affinity = affinity * q_mask.unsqueeze(-1).to(affinity.dtype)
+        wq = self.w_q(q)  # (B, T, k)
         h_v = torch.tanh(wv + affinity.transpose(1, 2) @ wq)  # (B, N, T) x (B, T, k) -> (B, N, k)
         h_q = torch.tanh(wq + affinity @ wv)  # (B, T, N) x (B, N, k) -> (B, T, k)
         a_v = self.w_hv(self.drop(h_v)).squeeze(-1).softmax(-1)  # (B, N), Eq. 4
@@ -60,36 +86,49 @@ class ParallelCoAttention(nn.Module):
 
 class GuidedAttention(nn.Module):
     """One alternating step ``x^ = A(X; g)``: ``H = tanh(W_x X + (W_g g) 1^T)``, ``a^x =
-    softmax(w_hx^T H)``, ``x^ = sum_i a^x_i x_i`` (Eq. 6). ``g = None`` is the paper's g = 0."""
+    softmax(w_hx^T H)``, ``x^ = sum_i a^x_i x_i`` (Eq. 6).
 
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+    Args:
+        dim, hidden, dropout: as for the co-attention modules.
+        guided: ``False`` for the first step, whose guidance is the paper's g = 0: it has no
+            ``W_g`` (a parameter no path would use, which DDP rejects).
+    """
+
+    def __init__(self, dim: int, hidden: int, dropout: float, guided: bool = True) -> None:
         super().__init__()
         self.w_x = nn.Linear(dim, hidden)
-        self.w_g = nn.Linear(dim, hidden, bias=False)
+        self.w_g = nn.Linear(dim, hidden, bias=False) if guided else None
         self.w_h = nn.Linear(hidden, 1)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.w_x(x)  # (B, M, k)
-        if g is not None:
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor | None,
+                x_proj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x_proj``: ``W_x X`` (B, M, k) when already computed."""
+        h = self.w_x(x) if x_proj is None else x_proj  # (B, M, k)
+        if self.w_g is not None:
             h = h + self.w_g(g).unsqueeze(1)  # (B, M, k) + (B, 1, k)
         a = masked_softmax(self.w_h(self.drop(torch.tanh(h))).squeeze(-1), mask)  # (B, M)
         return attend(a, x), a
 
 
-class AlternatingCoAttention(nn.Module):
+class AlternatingCoAttention(CoAttention):
     """Summarise the question, attend to the image with it, then attend to the question with the
-    attended image (Eq. 5-6), each step with its own parameters."""
+    attended image (Eq. 5-6), each step with its own parameters; ``W_x V`` of the image step is
+    the ``image_projection``."""
 
     def __init__(self, dim: int = 512, hidden: int = 512, dropout: float = 0.5) -> None:
         super().__init__()
-        self.summarise = GuidedAttention(dim, hidden, dropout)
+        self.summarise = GuidedAttention(dim, hidden, dropout, guided=False)
         self.image = GuidedAttention(dim, hidden, dropout)
         self.question = GuidedAttention(dim, hidden, dropout)
 
-    def forward(self, v: torch.Tensor, q: torch.Tensor, q_mask: torch.Tensor) -> CoAttentionOutput:
+    @property
+    def image_projection(self) -> nn.Linear:
+        return self.image.w_x
+
+    def forward(self, v: torch.Tensor, q: torch.Tensor, q_mask: torch.Tensor,
+                v_proj: torch.Tensor | None = None) -> CoAttentionOutput:
         s, _ = self.summarise(q, None, q_mask)  # step 1: (B, D)
-        v_hat, a_v = self.image(v, s, None)  # step 2: image guided by the question summary
+        v_hat, a_v = self.image(v, s, None, v_proj)  # step 2: image guided by the question summary
         q_hat, a_q = self.question(q, v_hat, q_mask)  # step 3: question guided by the image
         return v_hat, q_hat, a_v, a_q

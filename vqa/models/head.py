@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vqa.models.dropout import Dropout
+
 
 class RecursiveAnswerHead(nn.Module):
     """``h^w = tanh(W_w(q^w + v^w))``, ``h^p = tanh(W_p[q^p + v^p, h^w])``,
@@ -23,7 +25,7 @@ class RecursiveAnswerHead(nn.Module):
         self.w_p = nn.Linear(dim + hidden, hidden)
         self.w_s = nn.Linear(dim + hidden, hidden)
         self.w_h = nn.Linear(hidden, num_answers)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, levels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """``levels``: (v^, q^) pairs, each (B, D), for word, phrase, question -> logits (B, A)."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vqa.models.coattention import ParallelCoAttention
+from vqa.models.dropout import Dropout
 from vqa.models.head import RecursiveAnswerHead
 from vqa.models.question import HierarchicalQuestionEncoder
 
@@ -28,7 +30,7 @@ class HieCoAtt(nn.Module):
         image_encoder: module mapping images (B, 3, H, W) to regions (B, N, C), with ``out_dim``
             and ``grid_size`` attributes; ``None`` when the data serves cached features.
         coattention: builds one co-attention module per level from ``(dim, hidden, dropout)``;
-            ``ParallelCoAttention`` or ``AlternatingCoAttention`` (or your own).
+            ``ParallelCoAttention`` or ``AlternatingCoAttention`` (or your own ``CoAttention``).
         question_encoder: builds the question encoder from ``(vocab_size, dim, dropout)``.
         image_dim: region feature size C when ``image_encoder`` is ``None``.
         dim: feature size ``d``; hidden: attention size ``k``; answer_hidden: MLP size.
@@ -58,30 +60,45 @@ class HieCoAtt(nn.Module):
         self.question_encoder = question_encoder(vocab_size, dim, dropout)
         self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
         self.head = RecursiveAnswerHead(dim, answer_hidden, num_answers, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blind = blind
 
-    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None,
-                image_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Projected region features V (B, N, D); ``image_index`` (B,) picks each question's
-        image when a batch holds every image once."""
+    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
+        """Projected region features V (B_img, N, D), once per image: linear + tanh, then
+        dropout (where the reference code has it: on the 512-d output, not the raw features)."""
         if features is None:
             features = self.image_encoder(image)  # (B_img, N, C)
-        if image_index is not None:
-            features = features[image_index]  # (B_img, N, C) -> (B, N, C)
+        features = features.to(self.image_proj.weight.dtype)  # float16 caches convert here
         if self.blind:
             features = torch.zeros_like(features)
-        return torch.tanh(self.image_proj(self.drop(features)))  # (B, N, C) -> (B, N, D)
+        return self.drop(torch.tanh(self.image_proj(features)))  # (B_img, N, C) -> (B_img, N, D)
+
+    def image_projections(self, v: torch.Tensor) -> torch.Tensor:
+        """Every level's ``image_projection`` of V in one product: (B_img, N, D) -> (B_img, N, L*k)."""
+        layers = [c.image_projection for c in self.coattention]
+        weight = torch.cat([p.weight for p in layers])  # (L*k, D)
+        bias = None
+        if any(p.bias is not None for p in layers):
+            bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features)
+                              for p in layers])
+        return F.linear(v, weight, bias)
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
                 image: torch.Tensor | None = None, features: torch.Tensor | None = None,
                 image_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Returns ``logits`` (B, A), ``image_attention`` (B, L, N), ``question_attention`` (B, L, T)."""
-        v = self.regions(image, features, image_index)
+        """Returns ``logits`` (B, A), ``image_attention`` (B, L, N), ``question_attention`` (B, L, T).
+
+        ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
+        image of the batch once: image-side work runs per image, the rest per question."""
+        v = self.regions(image, features)  # (B_img, N, D)
+        v_proj = self.image_projections(v)  # (B_img, N, L*k)
+        if image_index is not None:
+            v, v_proj = v[image_index], v_proj[image_index]  # (B_img, ...) -> (B, ...)
+        sizes = [c.image_projection.out_features for c in self.coattention]
         levels, a_v, a_q = [], [], []
-        for q, coatt in zip(self.question_encoder(question, question_mask), self.coattention,
-                            strict=True):
-            v_hat, q_hat, av, aq = coatt(v, q, question_mask)
+        for q, coatt, proj in zip(self.question_encoder(question, question_mask), self.coattention,
+                                  v_proj.split(sizes, -1), strict=True):
+            v_hat, q_hat, av, aq = coatt(v, q, question_mask, proj)
             levels.append((v_hat, q_hat))
             a_v.append(av)
             a_q.append(aq)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqa.models.dropout import Dropout
+
 
 class HierarchicalQuestionEncoder(nn.Module):
     """Word embeddings, n-gram phrase features and an LSTM over them.
@@ -30,7 +32,7 @@ class HierarchicalQuestionEncoder(nn.Module):
         self.ngrams = nn.ModuleList(nn.Conv1d(dim, dim, s) for s in (1, 2, 3))
         self.lstm = nn.LSTM(dim, dim, lstm_layers, batch_first=True,
                             dropout=dropout if lstm_layers > 1 else 0.0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, question: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
