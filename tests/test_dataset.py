@@ -7,7 +7,7 @@ import torch
 from conftest import shapes_split
 
 from vqa.data import VocabBundle, VQADataModule, collate, tokenize
-from vqa.data.dataset import ImageGroupedBatchSampler
+from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
 
 
@@ -63,8 +63,10 @@ def test_shared_images_give_the_same_outputs(datamodule: VQADataModule) -> None:
 
 def test_grouped_batches_cover_every_question_once(datamodule: VQADataModule) -> None:
     image_ids = [ex.image_id for ex in datamodule.dataset("train").examples]
-    sampler = ImageGroupedBatchSampler(image_ids, batch_size=16, seed=1)
-    first, second = list(sampler), list(sampler)
+    sampler = ImageGroupedSampler(image_ids, batch_size=16, seed=1)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
     for epoch in (first, second):
         flat = [i for b in epoch for i in b]
         assert sorted(flat) == list(range(len(image_ids)))
@@ -73,8 +75,29 @@ def test_grouped_batches_cover_every_question_once(datamodule: VQADataModule) ->
             assert sum(image_ids.count(iid) for iid in ids) == len(b)
         assert all(len(b) >= 16 for b in epoch[:-1])
     assert first != second
-    assert list(ImageGroupedBatchSampler(image_ids, 16, seed=1)) == first
-    assert len(sampler) == len(first)
+    assert list(ImageGroupedSampler(image_ids, 16, seed=1)) == first
+    assert len(sampler) == len(second)
+
+
+def test_grouped_batches_shard_by_rank(datamodule: VQADataModule) -> None:
+    """Two processes take alternate batches of one plan, padded to equal counts; resuming skips
+    the batches already trained."""
+    image_ids = [ex.image_id for ex in datamodule.dataset("train").examples]
+    plan = ImageGroupedSampler(image_ids, 16, seed=1).plan()
+    assert len(plan) % 2 == 1  # the padding case
+    shards = [ImageGroupedSampler(image_ids, 16, seed=1, num_replicas=2, rank=r) for r in (0, 1)]
+    got = [list(s) for s in shards]
+    assert len(got[0]) == len(got[1]) == len(shards[0]) == (len(plan) + 1) // 2
+    assert got[0] == plan[0::2] and got[1] == [*plan[1::2], plan[0]]
+    shards[1].resume(0, 2)
+    assert list(shards[1]) == got[1][2:]
+    assert list(shards[1]) == got[1]  # only the resumed pass starts late
+
+
+def test_evaluation_shards_have_no_padding() -> None:
+    shards = [list(ShardSampler(11, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(11))
+    assert [len(ShardSampler(11, 3, r)) for r in range(3)] == [4, 4, 3]
 
 
 def test_vocab_round_trip_and_bad_file(tmp_path: Path, datamodule: VQADataModule) -> None:

@@ -7,18 +7,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from pytorch_lightning.trainer.states import TrainerFn
+from torch.utils.data import DataLoader, DistributedSampler
 
 from vqa.data.answers import EvalVersion
-from vqa.data.dataset import (
-    CachedFeatures,
-    ImageFiles,
-    ImageGroupedBatchSampler,
-    VQADataset,
-    collate,
-)
+from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
 from vqa.data.formats import COCO_TEMPLATE, Example, image_paths, load_cocoqa, load_vqa
 from vqa.data.preprocess import Preprocessed, cached, file_key, preprocess
+from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.data.vocab import VocabBundle, tokenize
 from vqa.features import FeatureCache
 
@@ -81,9 +77,13 @@ class VQADataModule(pl.LightningDataModule):
         cache_dir: folder for preprocessed splits and vocabularies (``None``: no caching).
         batch_size, num_workers: for the data loaders.
         cache_images: decode all images once and keep them in memory (small datasets).
-        group_by_image: training batches hold all questions of their images, so each image is
-            encoded once per batch (single process; about 5x less image-encoder work on shapes).
-        seed: seed of the grouped batch order.
+        group_by_image: training batches hold all questions of their images, so image-side work
+            runs once per image per batch (about 5x less image-encoder work on shapes).
+        seed: seed of the training order (grouped, or sharded across processes).
+
+    Under DDP every loader shards by process itself (``vqa.data.samplers``): training batches
+    are padded to equal counts, evaluation shards are not, so metrics count each question once.
+    A mid-epoch checkpoint of grouped training resumes at the next batch of the same epoch.
     """
 
     def __init__(self, train: Splits | None = None, val: Splits | None = None,
@@ -102,6 +102,7 @@ class VQADataModule(pl.LightningDataModule):
         self._vocab: VocabBundle | None = None
         self._datasets: dict[str, VQADataset] = {}
         self._read_cache: dict[str, tuple[list[Example], list[tuple[str | None, int]]]] = {}
+        self._resume: dict[str, int] | None = None  # from a checkpoint's ``state_dict``
 
     @property
     def vocab(self) -> VocabBundle:
@@ -186,18 +187,51 @@ class VQADataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
-        if stage == "fit" and trainer is not None and trainer.is_global_zero and trainer.log_dir:
-            self.vocab.save(Path(trainer.log_dir) / "vocab.json")
+        if stage == "fit" and trainer is not None:
+            log_dir = trainer.log_dir  # a collective call under DDP: every process asks
+            if log_dir and trainer.is_global_zero:
+                self.vocab.save(Path(log_dir) / "vocab.json")
+
+    def _processes(self) -> tuple[int, int]:
+        """(number of processes, this process's rank)."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         ds = self.dataset(name)
-        common = {"num_workers": self.num_workers, "collate_fn": collate,
+        trainer = self.trainer
+        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        common = {"num_workers": self.num_workers, "collate_fn": collate, "pin_memory": on_gpu,
                   "persistent_workers": self.num_workers > 0}
+        world, rank = self._processes()
         if shuffle and self.group_by_image:
-            sampler = ImageGroupedBatchSampler([ex.image_id for ex in ds.examples],
-                                               self.batch_size, seed=self.seed)
-            return DataLoader(ds, batch_sampler=sampler, **common)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, **common)
+            sampler = ImageGroupedSampler([ex.image_id for ex in ds.examples], self.batch_size,
+                                          seed=self.seed, num_replicas=world, rank=rank)
+            if self._resume is not None:
+                sampler.resume(self._resume["epoch"], self._resume["batches_done"])
+                self._resume = None
+            return DataLoader(ds, sampler=sampler, batch_size=None, **common)  # yields batches
+        if world == 1:
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, **common)
+        sampler = (DistributedSampler(ds, world, rank, shuffle=True, seed=self.seed) if shuffle
+                   else ShardSampler(len(ds), world, rank))
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, **common)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints while fitting: the training pass to resume (epoch, and batches of
+        it each process has trained), so that grouped batches continue where they stopped."""
+        trainer = self.trainer
+        if trainer is None or not self.group_by_image or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        # ``processed``: batches whose optimiser step ran (``completed`` lags by one inside
+        # ``on_train_batch_end``, where step-interval checkpoints are saved).
+        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # the epoch's training part is over
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = dict(state_dict) or None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from vqa.data.preprocess import Preprocessed
@@ -129,7 +129,10 @@ class VQADataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | list[int]) -> dict[str, Any] | list[dict[str, Any]]:
+        """Item ``i``, or the items of a list of indices (a sampler that yields batches)."""
+        if isinstance(i, list):
+            return [self[j] for j in i]
         ex, d = self.examples[i], self.data
         question = d.questions[i]
         item = {self.images.key: self.images[ex.image_id], "image_id": ex.image_id,
@@ -162,44 +165,3 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["question"] = batch["question"][:, :length]  # (B, T) -> (B, T_batch)
     batch["question_mask"] = batch["question_mask"][:, :length]
     return batch
-
-
-class ImageGroupedBatchSampler(Sampler[list[int]]):
-    """Batches of about ``batch_size`` questions made of whole images' question groups, in a
-    fresh random image order each epoch, so the image encoder runs once per image per batch.
-
-    Args:
-        image_ids: image id of every question in the dataset.
-        batch_size: questions per batch (a batch ends at the first image that reaches it).
-        shuffle: shuffle images each epoch (``False``: dataset order).
-        seed: base seed; epoch ``e`` uses ``seed + e``.
-    """
-
-    def __init__(self, image_ids: Sequence[int], batch_size: int, shuffle: bool = True,
-                 seed: int = 0) -> None:
-        groups: dict[int, list[int]] = {}
-        for i, iid in enumerate(image_ids):
-            groups.setdefault(iid, []).append(i)
-        self.groups = list(groups.values())
-        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
-
-    def _batches(self) -> list[list[int]]:
-        order = list(range(len(self.groups)))
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(len(order), generator=g).tolist()
-        batches, batch = [], []
-        for k in order:
-            batch += self.groups[k]
-            if len(batch) >= self.batch_size:
-                batches.append(batch)
-                batch = []
-        return batches + ([batch] if batch else [])
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        self.epoch += 1
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return len(self._batches())

@@ -62,6 +62,13 @@ class VQAModule(pl.LightningModule):
         bce = F.binary_cross_entropy_with_logits(logits, batch["target"], reduction="none")
         return bce.sum(1).mean()
 
+    def _loss_weight(self, batch: dict[str, Any]) -> int:
+        """Questions the loss averages over: those with a known answer for ``softmax``. Epoch
+        means weighted by it are exact means over questions, whatever the batching."""
+        if self.hparams.loss == "softmax":
+            return max(int((batch["answer_index"] != -100).sum()), 1)
+        return len(batch["question"])
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch)["logits"], batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
@@ -76,8 +83,8 @@ class VQAModule(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self(batch)
-        n = len(batch["question"])
-        self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=n, sync_dist=True)
+        self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=self._loss_weight(batch),
+                 sync_dist=True)
         answer_logits = self._answer_logits(out, batch)
         self.metrics[stage].update(answer_logits, batch["target"], batch["answer_type"])
         out["answer"] = answer_logits.argmax(-1)  # (B,)
@@ -99,13 +106,16 @@ class VQAModule(pl.LightningModule):
         return self._eval_step("test", batch)
 
     def _log_metric(self, stage: str) -> None:
+        # The metrics' states are already summed over processes, so every process holds the same
+        # value; "max" over equal values keeps it exact (and tells Lightning it is synced).
+        synced = {"sync_dist": True, "reduce_fx": "max"}
         for key, value in self.metrics[stage].compute().items():
             self.log(f"{stage}/vqa_acc" + (f"/{key}" if key else ""), value.float(),
-                     prog_bar=not key)
+                     prog_bar=not key, **synced)
         self.metrics[stage].reset()
         if self.grounding[stage].update_called:
             for key, value in self.grounding[stage].compute().items():
-                self.log(f"{stage}/grounding/{key}", value.float())
+                self.log(f"{stage}/grounding/{key}", value.float(), **synced)
         self.grounding[stage].reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,91 @@
+"""Samplers that shard by process themselves: image-grouped training batches and evaluation
+shards without padding.
+
+Both subclass ``DistributedSampler``, so Lightning sees a loader that is already distributed and
+leaves it in place (it would otherwise wrap the sampler in one of its own, which cannot group
+by image, and pads evaluation shards with repeated samples that metrics would count twice).
+With ``num_replicas == 1`` they are ordinary samplers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DistributedSampler
+
+
+class ImageGroupedSampler(DistributedSampler):
+    """Yields batches (lists of question indices) of about ``batch_size`` questions made of whole
+    images' question groups, in a fresh random image order each epoch, so image-side work runs
+    once per image per batch. Use it as a loader's ``sampler`` with ``batch_size=None``.
+
+    Every process draws the same epoch plan (seed + epoch) and takes every ``num_replicas``-th
+    batch from ``rank`` on; the plan is padded with its first batches to a multiple of
+    ``num_replicas`` so that all processes step equally often (as ``DistributedSampler`` pads).
+
+    Args:
+        image_ids: image id of every question in the dataset.
+        batch_size: questions per batch (a batch ends at the first image that reaches it).
+        shuffle: shuffle images each epoch (``False``: dataset order).
+        seed: base seed; epoch ``e`` uses ``seed + e`` (``set_epoch``).
+        num_replicas, rank: processes and this process's rank.
+    """
+
+    def __init__(self, image_ids: Sequence[int], batch_size: int, shuffle: bool = True,
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(image_ids, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        groups: dict[int, list[int]] = {}
+        for i, iid in enumerate(image_ids):
+            groups.setdefault(iid, []).append(i)
+        self.groups = list(groups.values())
+        self.batch_size = batch_size
+        self.start = 0  # batches of this epoch already trained (resuming mid-epoch)
+
+    def plan(self) -> list[list[int]]:
+        """This epoch's batches for every process, before sharding."""
+        order = list(range(len(self.groups)))
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(order), generator=g).tolist()
+        batches, batch = [], []
+        for k in order:
+            batch += self.groups[k]
+            if len(batch) >= self.batch_size:
+                batches.append(batch)
+                batch = []
+        return batches + ([batch] if batch else [])
+
+    def _shard(self) -> list[list[int]]:
+        batches = self.plan()
+        total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+        batches += batches[: total - len(batches)]
+        return batches[self.rank::self.num_replicas]
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass ``epoch``'s, starting after its first ``batches_done`` batches."""
+        self.set_epoch(epoch)
+        self.start = batches_done
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches, self.start = self._shard()[self.start:], 0
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self._shard())
+
+
+class ShardSampler(DistributedSampler):
+    """Indices ``rank, rank + num_replicas, ...`` in order, without padding: every question is
+    evaluated exactly once across processes (shards differ in length by at most one)."""
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.size = size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.num_replicas))
