@@ -74,11 +74,12 @@ class ParallelCoAttention(CoAttention):
                 v_proj: torch.Tensor | None = None) -> CoAttentionOutput:
         wv = self.w_v(v) if v_proj is None else v_proj  # W_v V: (B, N, k)
         qb = q @ self.w_b.weight  # Q^T W_b: (B, T, D) x (D, D) -> (B, T, D)
-        affinity = torch.tanh(qb @ v.transpose(1, 2))  # (B, T, D) x (B, D, N) -> (B, T, N), Eq. 3
-        affinity = affinity * q_mask.unsqueeze(-1).to(affinity.dtype)
+        # C^T, regions first, so that no (B, D, N) transpose of V is copied in the backward pass
+        c_t = torch.tanh(v @ qb.transpose(1, 2))  # (B, N, D) x (B, D, T) -> (B, N, T), Eq. 3
+        c_t = c_t * q_mask.unsqueeze(1).to(c_t.dtype)
         wq = self.w_q(q)  # (B, T, k)
-        h_v = torch.tanh(wv + affinity.transpose(1, 2) @ wq)  # (B, N, T) x (B, T, k) -> (B, N, k)
-        h_q = torch.tanh(wq + affinity @ wv)  # (B, T, N) x (B, N, k) -> (B, T, k)
+        h_v = torch.tanh(wv + c_t @ wq)  # (B, N, T) x (B, T, k) -> (B, N, k)
+        h_q = torch.tanh(wq + c_t.transpose(1, 2) @ wv)  # (B, T, N) x (B, N, k) -> (B, T, k)
         a_v = self.w_hv(self.drop(h_v)).squeeze(-1).softmax(-1)  # (B, N), Eq. 4
         a_q = masked_softmax(self.w_hq(self.drop(h_q)).squeeze(-1), q_mask)  # (B, T)
         return attend(a_v, v), attend(a_q, q), a_v, a_q

@@ -21,6 +21,14 @@ from vqa.models.question import HierarchicalQuestionEncoder
 LEVELS: tuple[str, ...] = ("word", "phrase", "question")
 
 
+def _compute_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
+    """The dtype a product runs in here: autocast's when it is on, else ``default``. Cached
+    float16 features are converted once, on the device, straight to it."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return default
+
+
 class HieCoAtt(nn.Module):
     """The full model; parts are swappable by config.
 
@@ -68,20 +76,22 @@ class HieCoAtt(nn.Module):
         dropout (where the reference code has it: on the 512-d output, not the raw features)."""
         if features is None:
             features = self.image_encoder(image)  # (B_img, N, C)
-        features = features.to(self.image_proj.weight.dtype)  # float16 caches convert here
+        features = features.to(_compute_dtype(features.device.type, self.image_proj.weight.dtype))
         if self.blind:
             features = torch.zeros_like(features)
         return self.drop(torch.tanh(self.image_proj(features)))  # (B_img, N, C) -> (B_img, N, D)
 
     def image_projections(self, v: torch.Tensor) -> torch.Tensor:
-        """Every level's ``image_projection`` of V in one product: (B_img, N, D) -> (B_img, N, L*k)."""
+        """Every level's ``image_projection`` of V in one product, laid out level-major so each
+        level's slice is contiguous: (B_img, N, D) -> (L, B_img, N, k)."""
         layers = [c.image_projection for c in self.coattention]
         weight = torch.cat([p.weight for p in layers])  # (L*k, D)
         bias = None
         if any(p.bias is not None for p in layers):
             bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features)
                               for p in layers])
-        return F.linear(v, weight, bias)
+        out = F.linear(v, weight, bias)  # (B_img, N, L*k)
+        return out.unflatten(-1, (len(layers), -1)).movedim(2, 0).contiguous()
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
                 image: torch.Tensor | None = None, features: torch.Tensor | None = None,
@@ -91,13 +101,12 @@ class HieCoAtt(nn.Module):
         ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
         image of the batch once: image-side work runs per image, the rest per question."""
         v = self.regions(image, features)  # (B_img, N, D)
-        v_proj = self.image_projections(v)  # (B_img, N, L*k)
+        v_proj = self.image_projections(v)  # (L, B_img, N, k)
         if image_index is not None:
-            v, v_proj = v[image_index], v_proj[image_index]  # (B_img, ...) -> (B, ...)
-        sizes = [c.image_projection.out_features for c in self.coattention]
+            v, v_proj = v[image_index], v_proj[:, image_index]  # B_img -> B
         levels, a_v, a_q = [], [], []
         for q, coatt, proj in zip(self.question_encoder(question, question_mask), self.coattention,
-                                  v_proj.split(sizes, -1), strict=True):
+                                  v_proj, strict=True):
             v_hat, q_hat, av, aq = coatt(v, q, question_mask, proj)
             levels.append((v_hat, q_hat))
             a_v.append(av)
