@@ -4,8 +4,8 @@ A co-attention module takes image regions V (B, N, D), question features Q (B, T
 mask (B, T) and ``v_proj`` (B, N, k), its ``image_projection`` of V, and returns the attended image
 vector v^ (B, D), question vector q^ (B, D) and the two attention maps a^v (B, N) and a^q (B, T).
 ``image_projection`` is the one product with V that does not depend on the question: ``HieCoAtt``
-computes it once per image for all levels in one fused matrix product, then gathers it per
-question. Padded words get ``-inf`` before every softmax over words.
+computes it once per image, then gathers it per question. Padded words get ``-inf`` before
+every softmax over words.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(-1)
+
+
+def score(h: torch.Tensor, w_h: nn.Linear) -> torch.Tensor:
+    """Attention scores ``w_h^T H``: (B, M, k) -> (B, M). An elementwise product and sum, whose
+    backward is elementwise too; as a (k -> 1) matrix product its backward is an outer product
+    (inner dimension 1), three times slower on the CPU at (128, 196, 512)."""
+    return (h * w_h.weight[0].to(h.dtype)).sum(-1) + w_h.bias
 
 
 def attend(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -80,8 +87,8 @@ class ParallelCoAttention(CoAttention):
         wq = self.w_q(q)  # (B, T, k)
         h_v = torch.tanh(wv + c_t @ wq)  # (B, N, T) x (B, T, k) -> (B, N, k)
         h_q = torch.tanh(wq + c_t.transpose(1, 2) @ wv)  # (B, T, N) x (B, N, k) -> (B, T, k)
-        a_v = self.w_hv(self.drop(h_v)).squeeze(-1).softmax(-1)  # (B, N), Eq. 4
-        a_q = masked_softmax(self.w_hq(self.drop(h_q)).squeeze(-1), q_mask)  # (B, T)
+        a_v = score(self.drop(h_v), self.w_hv).softmax(-1)  # (B, N), Eq. 4
+        a_q = masked_softmax(score(self.drop(h_q), self.w_hq), q_mask)  # (B, T)
         return attend(a_v, v), attend(a_q, q), a_v, a_q
 
 
@@ -108,7 +115,7 @@ class GuidedAttention(nn.Module):
         h = self.w_x(x) if x_proj is None else x_proj  # (B, M, k)
         if self.w_g is not None:
             h = h + self.w_g(g).unsqueeze(1)  # (B, M, k) + (B, 1, k)
-        a = masked_softmax(self.w_h(self.drop(torch.tanh(h))).squeeze(-1), mask)  # (B, M)
+        a = masked_softmax(score(self.drop(torch.tanh(h)), self.w_h), mask)  # (B, M)
         return attend(a, x), a
 
 

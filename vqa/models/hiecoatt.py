@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vqa.models.coattention import ParallelCoAttention
@@ -81,17 +80,12 @@ class HieCoAtt(nn.Module):
             features = torch.zeros_like(features)
         return self.drop(torch.tanh(self.image_proj(features)))  # (B_img, N, C) -> (B_img, N, D)
 
-    def image_projections(self, v: torch.Tensor) -> torch.Tensor:
-        """Every level's ``image_projection`` of V in one product, laid out level-major so each
-        level's slice is contiguous: (B_img, N, D) -> (L, B_img, N, k)."""
-        layers = [c.image_projection for c in self.coattention]
-        weight = torch.cat([p.weight for p in layers])  # (L*k, D)
-        bias = None
-        if any(p.bias is not None for p in layers):
-            bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features)
-                              for p in layers])
-        out = F.linear(v, weight, bias)  # (B_img, N, L*k)
-        return out.unflatten(-1, (len(layers), -1)).movedim(2, 0).contiguous()
+    def image_projections(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's ``image_projection`` of V, once per image: L x (B_img, N, k). Three
+        products rather than one fused (B_img*N, D) x (D, L*k): on a 2-core CPU the fused product
+        plus the copies that lay it out per level took 400 ms per training step at batch 128
+        against 315 ms for the three (bf16, forward + backward)."""
+        return [c.image_projection(v) for c in self.coattention]
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
                 image: torch.Tensor | None = None, features: torch.Tensor | None = None,
@@ -101,9 +95,9 @@ class HieCoAtt(nn.Module):
         ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
         image of the batch once: image-side work runs per image, the rest per question."""
         v = self.regions(image, features)  # (B_img, N, D)
-        v_proj = self.image_projections(v)  # (L, B_img, N, k)
-        if image_index is not None:
-            v, v_proj = v[image_index], v_proj[:, image_index]  # B_img -> B
+        v_proj = self.image_projections(v)  # L x (B_img, N, k)
+        if image_index is not None:  # gathered per question: B_img -> B
+            v, v_proj = v[image_index], [p[image_index] for p in v_proj]
         levels, a_v, a_q = [], [], []
         for q, coatt, proj in zip(self.question_encoder(question, question_mask), self.coattention,
                                   v_proj, strict=True):

@@ -40,11 +40,14 @@ class VQAModule(pl.LightningModule):
         optimizer: optimiser factory (``class_path`` / ``init_args`` in YAML).
         scheduler: optional learning-rate scheduler factory, stepped every epoch; one that takes
             ``total_steps`` (``OneCycleLR``) gets the run's number of steps and steps per batch.
+        compile: compile the model's forward with ``torch.compile`` (in place: checkpoints keep
+            the same keys and load into an uncompiled model). Mixed precision is the trainer's
+            ``precision`` (``bf16-mixed``, ``16-mixed``).
     """
 
     def __init__(self, model: nn.Module, loss: Literal["bce", "softmax"] = "bce",
                  optimizer: OptimizerCallable = _adam,
-                 scheduler: LRSchedulerCallable | None = None) -> None:
+                 scheduler: LRSchedulerCallable | None = None, compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = model
@@ -52,6 +55,12 @@ class VQAModule(pl.LightningModule):
         self.vocab: VocabBundle | None = None
         self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in ("val", "test")})
         self.grounding = nn.ModuleDict({s: GroundingScores() for s in ("val", "test")})
+        self._compiled = False
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self._compiled:
+            self.model.compile()
+            self._compiled = True
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.model(**{k: batch[k] for k in INPUTS if k in batch})
