@@ -75,3 +75,12 @@ def test_checkpoint_reload_gives_identical_predictions(datamodule: VQADataModule
         a, b = module(batch), loaded(batch)
     for key in ("logits", "image_attention", "question_attention"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+    # A checkpoint from before alternating's first step lost its unused W_g loads exactly.
+    ckpt = torch.load(path, weights_only=False)
+    for i in range(3):
+        ckpt["state_dict"][f"model.coattention.{i}.summarise.w_g.weight"] = torch.randn(48, 48)
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = VQAModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(old(batch)["logits"], a["logits"], rtol=0, atol=0)

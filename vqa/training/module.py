@@ -170,3 +170,8 @@ class VQAModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "vqa_vocab" in checkpoint:
             self.vocab = VocabBundle.from_dict(checkpoint["vqa_vocab"], "checkpoint")
+        # Older checkpoints hold a W_g for alternating's first step, whose guidance is g = 0:
+        # it never affected an output, so dropping it loads them exactly.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.endswith("summarise.w_g.weight")]:
+            del state[key]
