@@ -105,6 +105,7 @@ def test_paper_configs_parse(configs: list[str], capsys: pytest.CaptureFixture) 
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.RMSprop"
     assert printed["data"]["batch_size"] == 300 and printed["data"]["max_question_length"] == 26
     assert printed["trainer"]["precision"] == "bf16-mixed" and printed["model"]["compile"] is False
+    assert printed["data"]["group_by_image"] is True
 
 
 def test_train_plus_val_then_test_dev_submission(shapes_dir: Path, tmp_path: Path,
