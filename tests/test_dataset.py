@@ -94,10 +94,20 @@ def test_grouped_batches_shard_by_rank(datamodule: VQADataModule) -> None:
     assert list(shards[1]) == got[1]  # only the resumed pass starts late
 
 
+def test_fewer_batches_than_processes_still_give_each_one_batch() -> None:
+    """3 batches on 8 processes: every process steps once (none waits for the others)."""
+    shards = [list(ImageGroupedSampler([1, 1, 2, 2, 3], 2, False, num_replicas=8, rank=r))
+              for r in range(8)]
+    assert all(len(s) == 1 for s in shards)
+    assert {tuple(b) for s in shards for b in s} == {(0, 1), (2, 3), (4,)}
+
+
 def test_evaluation_shards_have_no_padding() -> None:
     shards = [list(ShardSampler(11, num_replicas=3, rank=r)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(11))
     assert [len(ShardSampler(11, 3, r)) for r in range(3)] == [4, 4, 3]
+    with pytest.raises(ValueError, match="2 questions cannot be split over 3 processes"):
+        ShardSampler(2, num_replicas=3, rank=0)
 
 
 def test_vocab_round_trip_and_bad_file(tmp_path: Path, datamodule: VQADataModule) -> None:

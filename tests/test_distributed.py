@@ -30,31 +30,37 @@ class RecordBatches(pl.Callback):
         self.batches.append(batch["question_id"].tolist())
 
 
-def grouped_fit(shapes_dir: Path, root: Path, ckpt_path: str | None = None
-                ) -> list[list[int]]:
-    """Two epochs of grouped training, a checkpoint every 3 steps; the batches trained."""
+def grouped_fit(shapes_dir: Path, root: Path, max_epochs: int, ckpt_path: str | None = None,
+                save_at_end: Path | None = None) -> list[list[int]]:
+    """Grouped training with a checkpoint every 3 steps (and optionally one written after
+    ``fit`` returns); the batches trained, as question ids."""
     dm = VQADataModule(shapes_split(shapes_dir, "train"), image_size=64, max_question_length=16,
                        batch_size=48, group_by_image=True, seed=5)
     model = VQAModule(HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8,)),
                                AlternatingCoAttention, dim=16, hidden=16, answer_hidden=16))
     record = RecordBatches()
     every = pl.callbacks.ModelCheckpoint(root, "{step}", every_n_train_steps=3, save_top_k=-1)
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False,
+    trainer = pl.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0,
                          callbacks=[record, every], default_root_dir=root)
     trainer.fit(model, dm, ckpt_path=ckpt_path, weights_only=False)  # our own checkpoint
+    if save_at_end is not None:
+        trainer.save_checkpoint(save_at_end)
     return record.batches
 
 
-def test_grouped_training_resumes_mid_epoch_at_the_next_batch(shapes_dir: Path,
-                                                              tmp_path: Path) -> None:
-    full = grouped_fit(shapes_dir, tmp_path / "full")
-    per_epoch = len(full) // 2
-    assert per_epoch > 4 and full[:per_epoch] != full[per_epoch:]
-    for step in (3, per_epoch + 3 - per_epoch % 3):  # one in each epoch
-        resumed = grouped_fit(shapes_dir, tmp_path / f"from{step}",
+def test_grouped_training_resumes_at_the_next_batch(shapes_dir: Path, tmp_path: Path) -> None:
+    full = grouped_fit(shapes_dir, tmp_path / "full", max_epochs=3)
+    per_epoch = len(full) // 3
+    assert per_epoch > 4 and full[:per_epoch] != full[per_epoch:2 * per_epoch]
+    for step in (3, per_epoch + 3 - per_epoch % 3):  # mid-epoch, in the first and second epoch
+        resumed = grouped_fit(shapes_dir, tmp_path / f"from{step}", 3,
                               str(tmp_path / "full" / f"step={step}.ckpt"))
         assert resumed == full[step:]
+    # A checkpoint written after `fit` returned continues with the next epoch's plan.
+    grouped_fit(shapes_dir, tmp_path / "one", 1, save_at_end=tmp_path / "end.ckpt")
+    assert grouped_fit(shapes_dir, tmp_path / "more", 3, str(tmp_path / "end.ckpt")) == \
+        full[per_epoch:]
 
 
 ROOT = Path(__file__).resolve().parents[1]

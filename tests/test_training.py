@@ -76,11 +76,31 @@ def test_checkpoint_reload_gives_identical_predictions(datamodule: VQADataModule
     for key in ("logits", "image_attention", "question_attention"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
-    # A checkpoint from before alternating's first step lost its unused W_g loads exactly.
+    # A checkpoint from before alternating's first step lost its unused W_g (registered between
+    # w_x and w_h, so later parameters had higher optimiser indices) loads exactly and resumes.
     ckpt = torch.load(path, weights_only=False)
-    for i in range(3):
-        ckpt["state_dict"][f"model.coattention.{i}.summarise.w_g.weight"] = torch.randn(48, 48)
+    old_state, shift = {}, 0
+    opt = ckpt["optimizer_states"][0]
+    renumber = {}
+    buffers = {n for n, _ in module.named_buffers()}
+    for k, v in ckpt["state_dict"].items():
+        if k not in buffers:
+            renumber[len(renumber)] = len(renumber) + shift
+        old_state[k] = v
+        if k.endswith("summarise.w_x.bias"):
+            old_state[k.replace("w_x.bias", "w_g.weight")] = torch.randn(48, 48)
+            shift += 1
+    opt["state"] = {renumber[i]: st for i, st in opt["state"].items()}
+    opt["param_groups"][0]["params"] = list(range(len(renumber) + shift))
+    ckpt["state_dict"] = old_state
     torch.save(ckpt, tmp_path / "old.ckpt")
     old = VQAModule.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False).eval()
     with torch.no_grad():
         torch.testing.assert_close(old(batch)["logits"], a["logits"], rtol=0, atol=0)
+    resumed = VQAModule(tiny_model(datamodule, AlternatingCoAttention))
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(resumed, datamodule=datamodule, ckpt_path=tmp_path / "old.ckpt",
+                weights_only=False)
+    assert trainer.current_epoch == 2

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from vqa.data.answers import EvalVersion
@@ -223,15 +224,21 @@ class VQADataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not self.group_by_image or trainer.state.fn != TrainerFn.FITTING:
             return {}
+        epochs = trainer.fit_loop.epoch_progress.current
         # ``processed``: batches whose optimiser step ran (``completed`` lags by one inside
         # ``on_train_batch_end``, where step-interval checkpoints are saved).
-        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= trainer.num_training_batches:  # the epoch's training part is over
-            epoch, done = epoch + 1, 0
-        return {"epoch": epoch, "batches_done": done}
+        epoch, done = epochs.processed, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # this epoch's batches are all trained
+            epoch, done = epoch + (epochs.processed < epochs.started), 0
+        return {"epoch": epoch, "batches_done": done, "processes": trainer.world_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict) or None
+        if self._resume and self._resume.get("processes", 1) != self._processes()[0]:
+            rank_zero_warn(f"resuming on {self._processes()[0]} processes a run of "
+                           f"{self._resume['processes']}: epoch {self._resume['epoch']} restarts "
+                           "from its first batch")
+            self._resume["batches_done"] = 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

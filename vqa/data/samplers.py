@@ -60,7 +60,7 @@ class ImageGroupedSampler(DistributedSampler):
     def _shard(self) -> list[list[int]]:
         batches = self.plan()
         total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
-        batches += batches[: total - len(batches)]
+        batches = (batches * math.ceil(total / max(len(batches), 1)))[:total]  # cyclic padding
         return batches[self.rank::self.num_replicas]
 
     def resume(self, epoch: int, batches_done: int) -> None:
@@ -81,6 +81,9 @@ class ShardSampler(DistributedSampler):
     evaluated exactly once across processes (shards differ in length by at most one)."""
 
     def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if size < num_replicas:  # a process without batches would wait forever at epoch end
+            raise ValueError(f"{size} questions cannot be split over {num_replicas} processes; "
+                             "evaluate on fewer devices")
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False)
         self.size = size
 

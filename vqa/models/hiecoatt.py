@@ -72,7 +72,9 @@ class HieCoAtt(nn.Module):
 
     def regions(self, image: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
         """Projected region features V (B_img, N, D), once per image: linear + tanh, then
-        dropout (where the reference code has it: on the 512-d output, not the raw features)."""
+        dropout (where the reference code has it: on the 512-d output, not the raw features).
+        The reference saw one question per image; here the questions of an image share V, and so
+        its dropout mask, which is what lets every product with V run once per image."""
         if features is None:
             features = self.image_encoder(image)  # (B_img, N, C)
         features = features.to(_compute_dtype(features.device.type, self.image_proj.weight.dtype))

@@ -170,8 +170,22 @@ class VQAModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "vqa_vocab" in checkpoint:
             self.vocab = VocabBundle.from_dict(checkpoint["vqa_vocab"], "checkpoint")
-        # Older checkpoints hold a W_g for alternating's first step, whose guidance is g = 0:
-        # it never affected an output, so dropping it loads them exactly.
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.endswith("summarise.w_g.weight")]:
-            del state[key]
+        _drop_unused_first_step_w_g(checkpoint, {name for name, _ in self.named_buffers()})
+
+
+def _drop_unused_first_step_w_g(checkpoint: dict[str, Any], buffers: set[str]) -> None:
+    """Older checkpoints hold a W_g for alternating's first step, whose guidance is g = 0: it never
+    affected an output, so dropping it (weights and optimiser state) loads them exactly."""
+    state = checkpoint.get("state_dict", {})
+    stale = [k for k in state if k.endswith("summarise.w_g.weight")]
+    if not stale:
+        return
+    params = [k for k in state if k not in buffers]  # the optimiser's parameter order
+    drop = {params.index(k) for k in stale}
+    for opt in checkpoint.get("optimizer_states", []):
+        for group in opt["param_groups"]:
+            group["params"] = [i for i in group["params"] if i not in drop]
+        for i in drop:
+            opt["state"].pop(i, None)
+    for key in stale:
+        del state[key]
