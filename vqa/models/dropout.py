@@ -16,12 +16,10 @@ from torch import nn
 _LEVELS = 1 << 16
 
 
-def keep_mask(shape: torch.Size, p: float, generator: torch.Generator | None = None
-              ) -> torch.Tensor:
+def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
     """Bool tensor of ``shape``, each element ``True`` with probability 1 - p (rounded to 2^-16)."""
     n = shape.numel()
-    words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64,
-                          generator=generator)
+    words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64)
     r = words.view(torch.int16)[:n].view(shape)  # uniform in [-2^15, 2^15)
     return r < round((1 - p) * _LEVELS) - _LEVELS // 2
 
