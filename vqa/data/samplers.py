@@ -22,7 +22,7 @@ class ImageGroupedSampler(DistributedSampler):
     once per image per batch. Use it as a loader's ``sampler`` with ``batch_size=None``.
 
     Every process draws the same epoch plan (seed + epoch) and takes every ``num_replicas``-th
-    batch from ``rank`` on; the plan is padded with its first batches to a multiple of
+    batch from ``rank`` on; the plan is padded by repeating it from its start to a multiple of
     ``num_replicas`` so that all processes step equally often (as ``DistributedSampler`` pads).
 
     Args:
@@ -85,10 +85,9 @@ class ShardSampler(DistributedSampler):
             raise ValueError(f"{size} questions cannot be split over {num_replicas} processes; "
                              "evaluate on fewer devices")
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.size = size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.size, self.num_replicas))
+        return iter(self.dataset[self.rank::self.num_replicas])
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.num_replicas))
+        return len(self.dataset[self.rank::self.num_replicas])

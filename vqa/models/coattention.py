@@ -28,7 +28,8 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
 def score(h: torch.Tensor, w_h: nn.Linear) -> torch.Tensor:
     """Attention scores ``w_h^T H``: (B, M, k) -> (B, M). An elementwise product and sum, whose
     backward is elementwise too; as a (k -> 1) matrix product its backward is an outer product
-    (inner dimension 1), three times slower on the CPU at (128, 196, 512)."""
+    (inner dimension 1): with the softmax, forward + backward at (128, 196, 512) in bf16 took
+    29.5 ms on a 2-core CPU against 19.1 ms this way."""
     return (h * w_h.weight[0].to(h.dtype)).sum(-1) + w_h.bias
 
 
