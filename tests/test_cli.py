@@ -41,15 +41,15 @@ def test_fit_validate_predict_evaluate(tiny_run: Path, shapes_dir: Path,
     ckpt = RUN / "checkpoints/best.ckpt"
     assert ckpt.is_file()
     logs = sorted((RUN / "logs").glob("version_*"))
-    assert (logs[-1] / "vocab.json").is_file() and (logs[-1] / "config.yaml").is_file()
+    assert (logs[-1] / "pipeline.json").is_file() and (logs[-1] / "config.yaml").is_file()
     metrics = (logs[-1] / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/vqa_acc/yes_no" in metrics
 
-    # The checkpoint reloads on its own, vocabulary included.
+    # The checkpoint reloads on its own, input pipeline included.
     model = VQAModule.load_from_checkpoint(ckpt, weights_only=False)
-    assert model.vocab is not None and len(model.vocab.answers) > 5
+    assert model.pipeline is not None and len(model.pipeline.answers) > 5
 
-    # Validation reads the checkpoint's vocabulary even when the data would build another one.
+    # Validation reads the checkpoint's pipeline even when the data would build another one.
     other = {"data": {"train": split(shapes_dir, "val")}, "trainer": {"enable_progress_bar": False}}
     Path("other.yaml").write_text(yaml.safe_dump(other))
     main(["validate", "-c", CONFIG, "-c", "tiny.yaml", "-c", "other.yaml", "--ckpt_path", str(ckpt)])
@@ -59,7 +59,7 @@ def test_fit_validate_predict_evaluate(tiny_run: Path, shapes_dir: Path,
     assert len(results) == 100
     assert all(set(r) == {"question_id", "answer"} and isinstance(r["answer"], str)
                for r in results)
-    assert {r["answer"] for r in results} <= set(model.vocab.answers.tokens)
+    assert {r["answer"] for r in results} <= set(model.pipeline.answers.tokens)
 
     capsys.readouterr()
     main(["evaluate", "--questions", split(shapes_dir, "val")["questions"],

@@ -1,4 +1,4 @@
-"""Dataset items, image-grouped batches and vocabularies."""
+"""Dataset items, image-grouped batches, vocabularies and the input pipeline."""
 
 from pathlib import Path
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import shapes_split
 
-from vqa.data import VocabBundle, VQADataModule, collate, tokenize
+from vqa.data import InputPipeline, VQADataModule, collate, tokenize
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
+from vqa.data.vocab import answer_vocabulary, word_vocabulary
 from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
 
 
@@ -28,11 +29,12 @@ def test_items_and_soft_targets(datamodule: VQADataModule) -> None:
     item = ds[0]
     ex = ds.examples[0]
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
-    words = [datamodule.vocab.questions.tokens[i] for i in item["question"][item["question_mask"]]]
+    vocab = datamodule.pipeline.tokenizer.vocab
+    words = [vocab.tokens[i] for i in item["question"][item["question_mask"]]]
     assert words == tokenize(ex.question)
     # At least 8 of the 10 shapes answers are right after normalisation: target 1.0 at the answer.
     assert item["target"][item["answer_index"]] == 1.0
-    assert datamodule.vocab.answers.tokens[item["answer_index"]] == ex.multiple_choice_answer
+    assert datamodule.pipeline.answers.tokens[item["answer_index"]] == ex.multiple_choice_answer
 
 
 def test_collate_keeps_each_image_once(datamodule: VQADataModule) -> None:
@@ -110,20 +112,19 @@ def test_evaluation_shards_have_no_padding() -> None:
         ShardSampler(2, num_replicas=3, rank=0)
 
 
-def test_vocab_round_trip_and_bad_file(tmp_path: Path, datamodule: VQADataModule) -> None:
-    vocab = datamodule.vocab
-    vocab.save(tmp_path / "vocab.json")
-    loaded = VocabBundle.load(tmp_path / "vocab.json")
-    assert loaded.questions.tokens == vocab.questions.tokens
-    assert loaded.answers.tokens == vocab.answers.tokens
-    assert loaded.questions.get("never-seen-word") == 1  # <unk>
+def test_pipeline_round_trip_and_bad_file(tmp_path: Path, datamodule: VQADataModule) -> None:
+    pipeline = datamodule.pipeline
+    pipeline.save(tmp_path / "pipeline.json")
+    loaded = InputPipeline.load(tmp_path / "pipeline.json")
+    assert loaded.to_dict() == pipeline.to_dict()
+    assert loaded.tokenizer.vocab.get("never-seen-word") == 1  # <unk>
+    assert loaded.image_size == (64, 64) and loaded.max_question_length == 16
     (tmp_path / "bad.json").write_text('{"answers": []}')
-    with pytest.raises(ValueError, match=r"bad\.json: not a vocabulary file"):
-        VocabBundle.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match=r"bad\.json: not an input pipeline"):
+        InputPipeline.load(tmp_path / "bad.json")
 
 
 def test_vocab_keeps_top_normalised_answers() -> None:
-    vocab = VocabBundle.build([["a", "b"], ["a"]], ["Two", "2", "yes", "Yes!", "no", "cat"],
-                              min_word_count=2, num_answers=3)
-    assert vocab.questions.tokens == ["<pad>", "<unk>", "a"]
-    assert vocab.answers.tokens == ["2", "yes", "cat"]
+    assert word_vocabulary([["a", "b"], ["a"]], min_word_count=2).tokens == ["<pad>", "<unk>", "a"]
+    answers = answer_vocabulary(["Two", "2", "yes", "Yes!", "no", "cat"], num_answers=3)
+    assert answers.tokens == ["2", "yes", "cat"]

@@ -155,7 +155,7 @@ def test_preprocessing_is_cached_and_reused(shapes_dir: Path, tmp_path: Path,
         raise AssertionError("rebuilt instead of read from the cache")
 
     monkeypatch.setattr(datamodule_module, "preprocess", fail)
-    monkeypatch.setattr(datamodule_module.VocabBundle, "build", fail)
+    monkeypatch.setattr(datamodule_module, "word_vocabulary", fail)
     again = VQADataModule(train, image_size=32, cache_dir=str(tmp_path)).dataset("train")
     assert torch.equal(again.data.questions, built.data.questions)
     for i in (0, 17, 299):

@@ -66,7 +66,7 @@ def test_grouped_training_resumes_at_the_next_batch(shapes_dir: Path, tmp_path: 
 ROOT = Path(__file__).resolve().parents[1]
 VQA = str(Path(sys.executable).parent / "vqa")
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-FEATURE_ENCODER = {"channels": (8, 16, 16), "image_size": 64, "coord_gates": 0}  # 8 x 8 x 16
+FEATURE_ENCODER = {"channels": (8, 16, 16), "coord_gates": 0}  # 8 x 8 x 16
 
 
 def run_vqa(args: list[str], cwd: Path, timeout: float = 240) -> str:
@@ -107,7 +107,7 @@ def overlay(root: Path, variant: str, source: str) -> str:
     cfg = {"trainer": {"max_epochs": 1, "log_every_n_steps": 1, "enable_progress_bar": False},
            "data": {**data, "batch_size": 16, "cache_images": source == "images"}}
     if source == "features":
-        cfg["model"] = {"model": {"init_args": {"image_encoder": None, "image_dim": 16}}}
+        cfg["model"] = {"model": {"init_args": {"image_encoder": None}}}  # image_dim: linked
     path = root / f"{variant}-{source}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -137,6 +137,18 @@ def test_ddp_fit_two_cpu_processes(ddp_data: Path, tmp_path: Path, variant: str,
     assert (run / "checkpoints/best.ckpt").is_file()
     metrics = last_metrics(run)
     assert 0 <= metrics["val/vqa_acc"] <= 100
+
+
+def test_ddp_fit_frozen_text_encoder(ddp_data: Path, tmp_path: Path) -> None:
+    """A frozen MiniLM under DDP: one process computes the question features into the cache
+    while the other waits, then both train from them."""
+    config = str(ROOT / "configs/shapes/alternating.yaml")
+    run_vqa(["fit", "-c", config, "-c", overlay(ddp_data, "alternating", "images"),
+             "-c", str(ROOT / "configs/encoders/minilm.yaml"), *DDP], tmp_path)
+    features = sorted(p.name.split("-")[0] for p in (tmp_path / "data/shapes/cache").glob(
+        "*-question-features-*.pkl"))
+    assert features == ["train", "val"]  # written once each, not once per process
+    assert 0 <= last_metrics(tmp_path / "runs/shapes/alternating")["val/vqa_acc"] <= 100
 
 
 def test_ddp_validation_equals_single_process(ddp_data: Path, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_hiecoatt_shared_images_equal_the_equations(cls) -> None:
 @pytest.mark.parametrize("cls", EQUATIONS, ids=lambda c: c.__name__)
 def test_every_parameter_gets_a_gradient(cls) -> None:
     """DDP (without find_unused_parameters) needs every parameter on the path of the loss."""
-    model = HieCoAtt(30, 11, SmallCNN((8,), image_size=16, coord_gates=2), cls, dim=D, hidden=K,
+    model = HieCoAtt(30, 11, SmallCNN((8,), coord_gates=2), cls, dim=D, hidden=K,
                      answer_hidden=16)
     mask = torch.ones(2, T, dtype=torch.bool)
     model(torch.randint(1, 30, (2, T)), mask, image=torch.randn(2, 3, 16, 16))["logits"].sum().backward()

@@ -10,7 +10,7 @@ from official_reference import official_evaluate
 
 from vqa.data.formats import ANSWER_TYPES, load_vqa
 from vqa.data.preprocess import soft_targets
-from vqa.data.vocab import VocabBundle
+from vqa.data.vocab import Vocabulary, answer_vocabulary
 from vqa.evaluation import evaluate, format_table, read_results, score_examples
 from vqa.training.metrics import VQAAccuracy
 
@@ -109,17 +109,16 @@ def test_soft_targets_and_metric_equal_the_official_score(tmp_path: Path, versio
     the training metric equals the evaluator on the same predictions."""
     q, a, qs, anns = random_files(tmp_path)
     examples, _ = load_vqa(q, a)
-    vocab = VocabBundle.build([["q"]], [ex.multiple_choice_answer for ex in examples], 1, 1000)
-    vocab = VocabBundle(vocab.questions, type(vocab.answers)(sorted(
-        {*vocab.answers.tokens, *(p for p in POOL if p.strip() == p)})))
-    targets = soft_targets(examples, vocab, version)
-    dense = torch.zeros(len(examples), len(vocab.answers), dtype=torch.float64)
+    answers = answer_vocabulary([ex.multiple_choice_answer for ex in examples], 1000)
+    answers = Vocabulary(sorted({*answers.tokens, *(p for p in POOL if p.strip() == p)}))
+    targets = soft_targets(examples, answers, version)
+    dense = torch.zeros(len(examples), len(answers), dtype=torch.float64)
     for i, (idx, sc) in enumerate(targets):
         dense[i, idx] = torch.tensor(sc, dtype=torch.float64)
     torch.manual_seed(0)
-    logits = torch.randn(len(examples), len(vocab.answers))
+    logits = torch.randn(len(examples), len(answers))
     pred = logits.argmax(1)
-    results = [{"question_id": ex.question_id, "answer": vocab.answers.tokens[p]}
+    results = [{"question_id": ex.question_id, "answer": answers.tokens[p]}
                for ex, p in zip(examples, pred.tolist(), strict=True)]
     (tmp_path / "r.json").write_text(json.dumps(results))
     per_question = score_examples(examples, {r["question_id"]: r["answer"] for r in results},

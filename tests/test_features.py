@@ -17,8 +17,8 @@ from PIL import Image
 
 from vqa.cli import main
 from vqa.data import VQADataModule
-from vqa.data.dataset import load_image, normalize_image
 from vqa.data.formats import COCO_TEMPLATE
+from vqa.data.pipeline import load_image, normalize_image
 from vqa.data.shapes import ANNOTATIONS_FILE, QUESTIONS_FILE
 from vqa.features import FeatureCache, check_features
 from vqa.models import AlternatingCoAttention, HieCoAtt, TorchvisionEncoder
@@ -89,10 +89,10 @@ def test_killed_extraction_resumes_verifies_and_trains(
     assert sorted(full.meta["ids"]) == full.meta["ids"]
 
     # Every row, including the ones around the kill, equals a fresh forward pass (float16).
-    encoder = TorchvisionEncoder("resnet18", weights, "layer4", 224).eval()
+    encoder = TorchvisionEncoder("resnet18", weights, "layer4").eval()
     ids = full.meta["ids"]
     x = torch.stack([normalize_image(load_image(
-        jpegs / "train" / f"COCO_train_{i:012d}.jpg", 224)) for i in ids])
+        jpegs / "train" / f"COCO_train_{i:012d}.jpg", (224, 224))) for i in ids])
     with torch.no_grad():
         expected = encoder(x)  # (M, 49, 512)
     got = torch.stack([full[i] for i in ids]).float()
@@ -130,7 +130,7 @@ def test_raw_images_and_cache_give_the_same_outputs(jpegs: Path, weights: str, s
     dms = [VQADataModule(train, split, image_size=64, batch_size=25) for split in (raw, cached)]
     torch.manual_seed(0)
     model = HieCoAtt(dms[0].question_vocab_size, dms[0].answer_vocab_size,
-                     TorchvisionEncoder("resnet18", weights, "layer4", 64),
+                     TorchvisionEncoder("resnet18", weights, "layer4"),
                      AlternatingCoAttention, dim=32, hidden=32, answer_hidden=32).eval()
     outputs = []
     for dm in dms:

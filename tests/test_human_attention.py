@@ -57,7 +57,7 @@ def test_callback_scores_generated_maps(shapes_dir: Path, tmp_path: Path) -> Non
     assert callback.score(own, (14, 14), read_hat(tmp_path / "hat")[qid][:1])[0] == pytest.approx(1.0)
 
     torch.manual_seed(0)
-    model = HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16), 32),
+    model = HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16)),
                      AlternatingCoAttention, dim=16, hidden=16, answer_hidden=16)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_checkpointing=False, callbacks=[callback])

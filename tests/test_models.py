@@ -12,6 +12,7 @@ from vqa.models import (
     HierarchicalQuestionEncoder,
     ParallelCoAttention,
     SmallCNN,
+    TextInputs,
     TorchvisionEncoder,
 )
 
@@ -50,7 +51,7 @@ def test_padding_content_has_no_effect(cls) -> None:
 
 def test_question_encoder_levels_and_padding() -> None:
     torch.manual_seed(0)
-    enc = HierarchicalQuestionEncoder(vocab_size=20, dim=D, lstm_layers=2, dropout=0.0).eval()
+    enc = HierarchicalQuestionEncoder(TextInputs(20), dim=D, lstm_layers=2, dropout=0.0).eval()
     ids = torch.randint(2, 20, (B, T))
     mask = mask_with_lengths(7, 4, 2)
     ids[~mask] = 0
@@ -70,7 +71,7 @@ def test_question_encoder_levels_and_padding() -> None:
 
 @pytest.mark.parametrize("cls", COATTENTIONS)
 def test_hiecoatt_forward(cls) -> None:
-    model = HieCoAtt(30, 11, SmallCNN((8, 16), image_size=32), cls, dim=D, hidden=D,
+    model = HieCoAtt(30, 11, SmallCNN((8, 16)), cls, dim=D, hidden=D,
                      answer_hidden=48)
     mask = mask_with_lengths(7, 5, 3)
     out = model(torch.randint(1, 30, (B, T)) * mask, mask, image=torch.randn(B, 3, 32, 32))
@@ -84,7 +85,7 @@ def test_hiecoatt_forward(cls) -> None:
 
 def test_blind_model_ignores_the_image() -> None:
     torch.manual_seed(0)
-    model = HieCoAtt(30, 11, SmallCNN((8,), image_size=16), dim=D, hidden=D, blind=True).eval()
+    model = HieCoAtt(30, 11, SmallCNN((8,)), dim=D, hidden=D, blind=True).eval()
     q, mask = torch.randint(1, 30, (B, T)), torch.ones(B, T, dtype=torch.bool)
     a = model(q, mask, image=torch.randn(B, 3, 16, 16))["logits"]
     b = model(q, mask, image=torch.randn(B, 3, 16, 16))["logits"]
@@ -103,8 +104,9 @@ def test_torchvision_encoder_grid_and_local_weights(tmp_path: Path) -> None:
     torch.manual_seed(0)
     reference = resnet18(weights=None)
     torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    enc = TorchvisionEncoder("resnet18", weights=str(tmp_path / "r18.pth"), image_size=448)
-    assert enc.grid_size == (14, 14) and enc.out_dim == 512
+    enc = TorchvisionEncoder("resnet18", weights=str(tmp_path / "r18.pth"))
+    assert enc.grid((448, 448)) == (14, 14) and enc.grid((448, 320)) == (14, 10)
+    assert enc.out_dim == 512
     torch.testing.assert_close(enc.body.conv1.weight, reference.conv1.weight)
     x = torch.randn(1, 3, 448, 448)
     grid = enc.train()(x)  # frozen: stays in eval mode, no gradients
@@ -115,8 +117,8 @@ def test_torchvision_encoder_grid_and_local_weights(tmp_path: Path) -> None:
 def test_small_cnn_gated_coordinates() -> None:
     """With gates forced open, the extra channels are each region's (x, y) in [-1, 1], row-major;
     forced shut, they are zero."""
-    cnn = SmallCNN((4, 8), image_size=32, coord_gates=3).eval()
-    assert cnn.out_dim == 8 + 2 * 3 and cnn.grid_size == (8, 8)
+    cnn = SmallCNN((4, 8), coord_gates=3).eval()
+    assert cnn.out_dim == 8 + 2 * 3 and cnn.grid((32, 32)) == (8, 8) and cnn.grid((48, 63)) == (12, 16)
     image = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         cnn.gates.weight.zero_()

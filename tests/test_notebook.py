@@ -68,3 +68,10 @@ def test_attend_command(checkpoints: list[Path], shapes_dir: Path, tmp_path: Pat
     with pytest.raises(SystemExit, match="not found"):
         main(["attend", "--ckpt", str(checkpoints[0]), "--image", str(tmp_path / "none.png"),
               "--question", "What?"])
+    # No word known: answered from the image, with a warning. No word at all: refused.
+    main(["attend", "--ckpt", str(checkpoints[0]), "--image", str(image),
+          "--question", "Xylophones zebras?", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert "1. " in printed.out and "no word of 'Xylophones zebras?'" in printed.err
+    with pytest.raises(SystemExit, match="error: the question '  ' has no words"):
+        main(["attend", "--ckpt", str(checkpoints[0]), "--image", str(image), "--question", "  "])

@@ -67,7 +67,10 @@ def test_compiled_model_matches_eager(cls: type) -> None:
 class Patches(torch.nn.Module):
     """Regions = mean colour of 8 x 8 pixel patches (no CNN needed to check precision)."""
 
-    out_dim, grid_size = 3, (8, 8)
+    out_dim = 3
+
+    def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        return image_size[0] // 8, image_size[1] // 8
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(image, 8).flatten(2).transpose(1, 2)  # (B, 64, 3)

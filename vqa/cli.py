@@ -14,6 +14,7 @@ import argparse
 import netrc
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
@@ -26,19 +27,22 @@ TOOLS = ("make-shapes", "evaluate", "extract-features", "check-features", "atten
 
 
 class VQACLI(LightningCLI):
-    """Links data-defined sizes into the model and evaluates checkpoints with their own vocabulary."""
+    """Links the sizes the data's input pipeline determines into the model, and evaluates a
+    checkpoint with its own pipeline."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.question_vocab_size", "model.model.init_args.vocab_size",
-                              apply_on="instantiate")
-        parser.link_arguments("data.answer_vocab_size", "model.model.init_args.num_answers",
-                              apply_on="instantiate")
+        for source, target in (("question_vocab_size", "vocab_size"),
+                               ("answer_vocab_size", "num_answers"),
+                               ("image_dim", "image_dim"), ("text_model", "text_model")):
+            parser.link_arguments(f"data.{source}", f"model.model.init_args.{target}",
+                                  apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        # Evaluating a checkpoint: read its vocabularies instead of rebuilding them from data.
+        # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
-        if cfg is not None and cfg.get("ckpt_path") and not cfg.data.vocab:
-            cfg.data.vocab = str(cfg.ckpt_path)
+        ckpt = cfg.get("ckpt_path") if cfg is not None else None
+        if ckpt and os.path.isfile(ckpt) and not cfg.data.pipeline:  # not "last" / "best"
+            cfg.data.pipeline = str(ckpt)
 
 
 def make_shapes_main(argv: list[str]) -> None:
@@ -97,7 +101,7 @@ def extract_features(*, images: str, out: str, name: str = "resnet152", weights:
     from vqa.features import image_files
     from vqa.models.image import TorchvisionEncoder
 
-    encoder = TorchvisionEncoder(name, weights, layer, image_size, frozen=True)
+    encoder = TorchvisionEncoder(name, weights, layer, frozen=True)
     settings = {"name": name, "weights": weights, "layer": layer, "image_size": image_size}
     cache = extract(image_files(images), out, encoder, settings, image_size, batch_size,
                     num_workers, device)
@@ -135,7 +139,7 @@ def check_features_main(argv: list[str]) -> None:
 
 
 def attend_main(argv: list[str]) -> None:
-    from vqa.inspect import Inspector
+    from vqa.inspect import Inspector, UnknownWordsWarning, unknown_words_message
 
     p = argparse.ArgumentParser(prog="vqa attend", description="Answer a question about an image "
                                 "and draw where each co-attention level looked.")
@@ -147,7 +151,11 @@ def attend_main(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if not Path(a.image).is_file():
         raise FileNotFoundError(f"{a.image}: image not found")
-    answer = Inspector.from_checkpoint(a.ckpt).ask(a.image, a.question, a.top)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once, below
+        answer = Inspector.from_checkpoint(a.ckpt).ask(a.image, a.question, a.top)
+    if not answer.known:
+        print(f"warning: {unknown_words_message(a.question)}", file=sys.stderr)
     print(f"Q: {a.question}")
     for i, (text, prob) in enumerate(answer.top, 1):
         print(f"  {i}. {text:<20} {prob:.3f}")
@@ -170,6 +178,13 @@ def wandb_offline_unless_logged_in() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``vqa`` command (``argv``: its arguments, default ``sys.argv[1:]``)."""
+    run(argv)
+
+
+def run(argv: list[str] | None = None) -> LightningCLI | None:
+    """Run a command; the Lightning subcommands return their ``LightningCLI`` (its ``model``,
+    ``datamodule`` and ``trainer``), the tools ``None``."""
     wandb_offline_unless_logged_in()
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
@@ -180,8 +195,8 @@ def main(argv: list[str] | None = None) -> None:
              "check-features": check_features_main, "attend": attend_main}[argv[0]](argv[1:])
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"error: {e}")
-        return
-    VQACLI(VQAModule, VQADataModule, args=None if from_shell else argv,
+        return None
+    return VQACLI(VQAModule, VQADataModule, args=None if from_shell else argv,
            save_config_kwargs={"overwrite": True},
            parser_kwargs={"description": __doc__})
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vqa._io import read_json, write_json
-from vqa.data.dataset import load_image, normalize_image
+from vqa.data.pipeline import load_image, normalize_image
 
 FORMAT = "vqa-features/1"
 INDEX, ARRAY = "index.json", "features.npy"
@@ -111,7 +111,7 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return load_image(self.paths[i], self.size)  # (3, S, S) uint8
+        return load_image(self.paths[i], (self.size, self.size))  # (3, S, S) uint8
 
 
 def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: torch.nn.Module,
@@ -167,7 +167,8 @@ def _resume_or_start(out: Path, ids: list[int], settings: dict[str, Any], encode
     with torch.inference_mode():
         probe = encoder(torch.zeros(1, 3, image_size, image_size, device=device))  # (1, N, C)
     shape = list(probe.shape[1:])
-    grid = list(getattr(encoder, "grid_size", (round(shape[0] ** 0.5),) * 2))
+    grid = list(encoder.grid((image_size, image_size)) if hasattr(encoder, "grid")
+                else (round(shape[0] ** 0.5),) * 2)
     np.lib.format.open_memmap(out / ARRAY, mode="w+", dtype=np.float16,
                               shape=(len(ids), *shape)).flush()
     meta = {"format": FORMAT, "settings": settings, "shape": shape, "grid": grid,

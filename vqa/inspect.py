@@ -1,37 +1,48 @@
 """Ask a trained model about an image and look at its attention: used by ``vqa attend`` and the
-notebook ``notebooks/inspect_attention.ipynb``."""
+notebook ``notebooks/inspect_attention.ipynb``. Everything about the inputs (tokenizer, question
+length, image size, grid, answers) comes from the checkpoint's input pipeline."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vqa.data.dataset import load_image, normalize_image
-from vqa.data.vocab import tokenize
 from vqa.training.module import VQAModule
 from vqa.viz import LEVELS, figure
+
+
+class UnknownWordsWarning(UserWarning):
+    """No word of a question is in the model's vocabulary: the answer rests on the image."""
+
+
+def unknown_words_message(question: str) -> str:
+    return (f"no word of {question!r} is in the model's vocabulary: the answer rests on the "
+            "image alone")
 
 
 @dataclass
 class Answer:
     """A model's answer with what it looked at.
 
-    ``image``: (S, S, 3) uint8 as the model saw it; ``image_attention``: (L, N) over the grid
-    ``grid`` (row-major); ``question_attention``: (L, T) over ``tokens``; ``top``: the most
-    probable answers with their probabilities.
+    ``image``: (H, W, 3) uint8 as the model saw it; ``image_attention``: (L, N) over the grid
+    ``grid`` (row-major); ``question_attention``: (L, W) over ``words`` (subword tokens merged);
+    ``top``: the most probable answers with their probabilities; ``known``: whether any word of
+    the question is in the vocabulary.
     """
 
     question: str
-    tokens: list[str]
+    words: list[str]
     top: list[tuple[str, float]]
     image: np.ndarray
     image_attention: np.ndarray
     question_attention: np.ndarray
     grid: tuple[int, int]
+    known: bool = True
 
     @property
     def answer(self) -> str:
@@ -40,7 +51,7 @@ class Answer:
     def figure(self, title: str | None = None):
         """Image attention of each level over the image, word attention below (matplotlib)."""
         title = title or f"Q: {self.question}\nA: {self.answer} ({self.top[0][1]:.2f})"
-        return figure(self.image, self.image_attention, self.question_attention, self.tokens,
+        return figure(self.image, self.image_attention, self.question_attention, self.words,
                       self.grid, title, LEVELS[: len(self.image_attention)])
 
 
@@ -48,41 +59,39 @@ class Inspector:
     """A checkpoint ready to answer free-text questions about image files.
 
     Args:
-        module: a trained ``VQAModule`` holding its vocabularies (every checkpoint does).
-        max_question_length: questions are cut to this many tokens.
+        module: a trained ``VQAModule`` holding its input pipeline (every checkpoint does).
     """
 
-    def __init__(self, module: VQAModule, max_question_length: int = 26) -> None:
-        if module.vocab is None:
-            raise ValueError("the module has no vocabularies; load it from a checkpoint")
-        encoder = getattr(module.model, "image_encoder", None)
-        if encoder is None:
+    def __init__(self, module: VQAModule) -> None:
+        if module.pipeline is None or module.pipeline.grid is None:
+            raise ValueError("the module has no input pipeline; load it from a checkpoint of "
+                             "`vqa fit`")
+        if getattr(module.model, "image_encoder", None) is None:
             raise ValueError("this model reads cached features, not images: ask a model trained "
                              "with an image encoder, or add -c configs/paper/raw_images.yaml")
-        self.module, self.vocab = module.eval(), module.vocab
-        self.image_size, self.grid = encoder.image_size, tuple(encoder.grid_size)
-        self.max_question_length = max_question_length
+        self.module, self.pipeline = module.eval(), module.pipeline
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Inspector:
+    def from_checkpoint(cls, path: str | os.PathLike) -> Inspector:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: checkpoint not found")
-        return cls(VQAModule.load_from_checkpoint(path, map_location="cpu", weights_only=False),
-                   **kwargs)
+        return cls(VQAModule.load_from_checkpoint(path, map_location="cpu", weights_only=False))
 
     @torch.no_grad()
     def ask(self, image: str | os.PathLike | Image.Image, question: str, k: int = 5) -> Answer:
-        """Answer ``question`` about ``image`` (a file or a PIL image)."""
-        raw = load_image(image, self.image_size)  # (3, S, S) uint8
-        tokens = tokenize(question)[: self.max_question_length]
-        if not tokens:
+        """Answer ``question`` about ``image`` (a file or a PIL image). A question without words
+        is an error; one whose words are all unknown is answered with an ``UnknownWordsWarning``."""
+        q = self.pipeline.question(question)
+        if not q.words:
             raise ValueError(f"the question {question!r} has no words")
-        ids = torch.tensor([self.vocab.questions.encode(tokens)])  # (1, T)
-        out = self.module({"image": normalize_image(raw)[None], "question": ids,
-                           "question_mask": ids != 0})
-        probs = out["logits"][0].softmax(-1)  # (A,)
+        if not q.known:
+            warnings.warn(unknown_words_message(question), UnknownWordsWarning, stacklevel=2)
+        raw = self.pipeline.image(image)  # (3, H, W) uint8
+        out = self.module({"image": self.pipeline.normalize(raw)[None], "question": q.ids[None],
+                           "question_mask": q.mask[None]})
+        probs = out["logits"][0].float().softmax(-1)  # (A,)
         p, idx = probs.topk(min(k, len(probs)))
-        answers = self.vocab.answers.tokens
-        return Answer(question, tokens, [(answers[i], float(q)) for q, i in zip(p, idx, strict=True)],
-                      raw.permute(1, 2, 0).numpy(), out["image_attention"][0].numpy(),
-                      out["question_attention"][0].numpy(), self.grid)
+        answers = self.pipeline.answers.tokens
+        return Answer(question, q.words, [(answers[i], float(v)) for v, i in zip(p, idx, strict=True)],
+                      raw.permute(1, 2, 0).numpy(), out["image_attention"][0].float().numpy(),
+                      q.merge(out["question_attention"][0]), tuple(self.pipeline.grid), q.known)

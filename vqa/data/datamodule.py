@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -14,10 +17,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from vqa.data.answers import EvalVersion
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
 from vqa.data.formats import COCO_TEMPLATE, Example, image_paths, load_cocoqa, load_vqa
+from vqa.data.pipeline import InputPipeline, Question
 from vqa.data.preprocess import Preprocessed, cached, file_key, preprocess
+from vqa.data.question_features import QuestionFeatures, compute_question_features
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
-from vqa.data.vocab import VocabBundle, tokenize
+from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
+from vqa.data.vocab import answer_vocabulary, word_vocabulary
 from vqa.features import FeatureCache
+
+DEFAULT_IMAGE_SIZE, DEFAULT_MAX_QUESTION_LENGTH = 448, 26
 
 
 @dataclass
@@ -59,23 +67,43 @@ class Split:
 Splits = Split | list[Split]
 
 
+@dataclass
+class ExampleView:
+    """What a callback shows of one question: the example, the question as the model read it
+    (tokens, words) and the image as the model saw it ((H, W, 3) uint8; ``None`` when the split
+    serves cached features and names no image folder holding the file)."""
+
+    example: Example
+    question: Question
+    image: np.ndarray | None
+
+
 class VQADataModule(pl.LightningDataModule):
     """Serves VQA v1 / v2 and COCO-QA splits as batches of images or cached features.
 
-    Vocabularies come from ``vocab`` (a ``vocab.json`` or a checkpoint) when given, otherwise they
-    are built from the training split; ``fit`` saves them as ``vocab.json`` in the run's log folder.
-    Preprocessed splits (tokens, soft targets) and built vocabularies are cached in ``cache_dir``.
+    The input pipeline (``vqa.data.pipeline.InputPipeline``: tokenizer, maximum question length,
+    image size, answer vocabulary, region grid) comes from ``pipeline`` (a ``pipeline.json`` or a
+    checkpoint) when given, otherwise it is built from these settings and the training split
+    (``VQAModule`` completes it with the image encoder's grid and saves it in the run's log folder
+    and in checkpoints). Preprocessed splits (tokens, soft targets), built vocabularies and frozen
+    question features are cached in ``cache_dir``.
 
     Args:
         train, val, test, predict: the splits (``predict`` defaults to ``val``); a list is read as
             one split (e.g. train + val for test-dev submissions).
-        image_size: square side images are resized to.
-        max_question_length: questions are cut to this many tokens.
-        min_word_count: words seen fewer times in training become ``<unk>``.
+        tokenizer: ``words`` (the paper's: regex words and a vocabulary of the training split), or
+            a pretrained tokenizer: a hub name, a local folder, or ``package:folder`` (a folder in an
+            installed Python package). A pretrained text encoder loads the same name.
+        image_size: side (or ``[height, width]``) images are resized to (default 448).
+        max_question_length: questions are cut to this many tokens (default 26).
+        min_word_count: words seen fewer times in training become ``<unk>`` (``words`` only).
         num_answers: size of the answer vocabulary (most common training answers).
         eval_version: official evaluation release the soft targets and metrics reproduce.
-        vocab: path of saved vocabularies to use instead of building them.
-        cache_dir: folder for preprocessed splits and vocabularies (``None``: no caching).
+        pipeline: a ``pipeline.json`` or checkpoint whose input pipeline to use (``vqa validate``
+            and friends set it to ``--ckpt_path``); ``tokenizer``, ``image_size`` and
+            ``max_question_length``, when given too, must agree with it.
+        cache_dir: folder for preprocessed splits, vocabularies and cached question features
+            (``None``: no caching on disk).
         batch_size, num_workers: for the data loaders.
         cache_images: decode all images once and keep them in memory (small datasets).
         group_by_image: training batches hold all questions of their images, so image-side work
@@ -88,33 +116,94 @@ class VQADataModule(pl.LightningDataModule):
     """
 
     def __init__(self, train: Splits | None = None, val: Splits | None = None,
-                 test: Splits | None = None, predict: Splits | None = None, image_size: int = 448,
-                 max_question_length: int = 26, min_word_count: int = 1, num_answers: int = 1000,
-                 eval_version: EvalVersion = "current", vocab: str | None = None,
-                 cache_dir: str | None = None, batch_size: int = 64, num_workers: int = 0,
-                 cache_images: bool = False, group_by_image: bool = False, seed: int = 0) -> None:
+                 test: Splits | None = None, predict: Splits | None = None,
+                 tokenizer: str | None = None, image_size: int | tuple[int, int] | None = None,
+                 max_question_length: int | None = None, min_word_count: int = 1,
+                 num_answers: int = 1000, eval_version: EvalVersion = "current",
+                 pipeline: str | None = None, cache_dir: str | None = None, batch_size: int = 64,
+                 num_workers: int = 0, cache_images: bool = False, group_by_image: bool = False,
+                 seed: int = 0) -> None:
         super().__init__()
         self.splits = {"train": train, "val": val, "test": test, "predict": predict or val}
-        self.image_size, self.max_question_length = image_size, max_question_length
+        self.tokenizer, self.max_question_length = tokenizer, max_question_length
+        self.image_size = ((image_size, image_size) if isinstance(image_size, int) else
+                           tuple(image_size) if image_size is not None else None)
         self.min_word_count, self.num_answers = min_word_count, num_answers
-        self.eval_version, self.vocab_path, self.cache_dir = eval_version, vocab, cache_dir
+        self.eval_version, self.pipeline_path, self.cache_dir = eval_version, pipeline, cache_dir
         self.batch_size, self.num_workers, self.cache_images = batch_size, num_workers, cache_images
         self.group_by_image, self.seed = group_by_image, seed
-        self._vocab: VocabBundle | None = None
+        self._pipeline: InputPipeline | None = None
         self._datasets: dict[str, VQADataset] = {}
         self._read_cache: dict[str, tuple[list[Example], list[tuple[str | None, int]]]] = {}
         self._resume: dict[str, int] | None = None  # from a checkpoint's ``state_dict``
+        self._text_encoder: tuple[Callable, Any, torch.device] | None = None
+        self._rows: dict[str, dict[int, int]] = {}  # question id -> row, per split (``view``)
+        self._preprocessed: dict[str, tuple[str, Any]] = {}  # split -> (key, preprocessed)
 
     @property
-    def vocab(self) -> VocabBundle:
-        if self._vocab is None:
-            if self.vocab_path:
-                self._vocab = VocabBundle.load(self.vocab_path)
-            else:
-                parts = self._split("train")
-                key = [[p.key() for p in parts], self.min_word_count, self.num_answers]
-                self._vocab = cached(self.cache_dir, "vocab", key, lambda: self._build_vocab(parts))
-        return self._vocab
+    def pipeline(self) -> InputPipeline:
+        """The input pipeline, built (or loaded) once."""
+        if self._pipeline is None:
+            self._pipeline = self._load_pipeline() if self.pipeline_path else self._build_pipeline()
+            self._check_features(self._pipeline)
+        return self._pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline: InputPipeline) -> None:
+        """Set by the training module once the image encoder has told the grid."""
+        self._pipeline = pipeline
+
+    def _load_pipeline(self) -> InputPipeline:
+        p = InputPipeline.load(self.pipeline_path)
+        source = p.tokenizer.source or "words"
+        for name, given, own in (("tokenizer", self.tokenizer, source),
+                                 ("image_size", self.image_size, tuple(p.image_size)),
+                                 ("max_question_length", self.max_question_length,
+                                  p.max_question_length)):
+            if given is not None and given != own:
+                raise ValueError(f"data.{name} is {given!r} but {self.pipeline_path} was trained "
+                                 f"with {own!r}: leave it out to use the checkpoint's")
+        return p
+
+    def _build_pipeline(self) -> InputPipeline:
+        parts = self._split("train")
+        source = self.tokenizer or "words"
+        key = [[p.key() for p in parts], source == "words" and self.min_word_count,
+               self.num_answers]
+        words, answers = cached(self.cache_dir, "vocab", key, lambda: self._vocabularies(
+            parts, source == "words"))
+        tok = WordTokenizer(words) if source == "words" else PretrainedTokenizer(source)
+        grid, dim = None, None
+        cache = self._feature_cache()
+        if cache is not None:
+            grid, dim = tuple(cache.meta["grid"]), cache.shape[1]
+        return InputPipeline(tok, answers, self.max_question_length or DEFAULT_MAX_QUESTION_LENGTH,
+                             self.image_size or (DEFAULT_IMAGE_SIZE,) * 2, grid=grid,
+                             image_dim=dim)
+
+    def _vocabularies(self, parts: list[Split], words: bool) -> tuple[Any, Any]:
+        examples, _ = self._read(parts)
+        vocab = word_vocabulary((tokenize(ex.question) for ex in examples),
+                                self.min_word_count) if words else None
+        return vocab, answer_vocabulary((ex.multiple_choice_answer for ex in examples),
+                                        self.num_answers)
+
+    def _feature_cache(self) -> FeatureCache | None:
+        """The first feature cache any configured split reads (grid and feature size)."""
+        for name in ("train", "val", "test", "predict"):
+            for part in self._split(name) if self.splits[name] is not None else []:
+                if part.features:
+                    return FeatureCache(part.features)
+        return None
+
+    def _check_features(self, p: InputPipeline) -> None:
+        cache = self._feature_cache()
+        if cache is None:
+            return
+        own = (tuple(cache.meta["grid"]), cache.shape[1])
+        if (p.grid is not None and tuple(p.grid) != own[0]) or p.image_dim not in (None, own[1]):
+            raise ValueError(f"feature cache {cache.folder} holds a {own[0]} grid of {own[1]}-d "
+                             f"features; the input pipeline expects {p.grid} x {p.image_dim}")
 
     def _read(self, parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
         """``_joined(parts)``, read once per data module (vocabularies and the training split
@@ -124,19 +213,23 @@ class VQADataModule(pl.LightningDataModule):
             self._read_cache[key] = _joined(parts)
         return self._read_cache[key]
 
-    def _build_vocab(self, parts: list[Split]) -> VocabBundle:
-        examples, _ = self._read(parts)
-        return VocabBundle.build((tokenize(ex.question) for ex in examples),
-                                 (ex.multiple_choice_answer for ex in examples),
-                                 self.min_word_count, self.num_answers)
-
     @property
     def question_vocab_size(self) -> int:
-        return len(self.vocab.questions)
+        return len(self.pipeline.tokenizer)
 
     @property
     def answer_vocab_size(self) -> int:
-        return len(self.vocab.answers)
+        return len(self.pipeline.answers)
+
+    @property
+    def image_dim(self) -> int | None:
+        """Region feature size of the feature caches (``None``: images, the encoder's)."""
+        return self.pipeline.image_dim
+
+    @property
+    def text_model(self) -> str | None:
+        """The pretrained tokenizer's source, which a pretrained text encoder loads too."""
+        return self.pipeline.tokenizer.source
 
     def _split(self, name: str) -> list[Split]:
         split = self.splits[name]
@@ -146,23 +239,45 @@ class VQADataModule(pl.LightningDataModule):
 
     def preprocessed(self, name: str) -> tuple[Preprocessed, list[tuple[str | None, int]]]:
         """Split ``name`` as arrays (read from ``cache_dir`` when an earlier run built it), and
-        each part's data subtype and size."""
-        parts, vocab = self._split(name), self.vocab
-        key = [[p.key() for p in parts], vocab.to_dict(), self.max_question_length,
-               self.eval_version]
+        each part's data subtype and size; kept in memory once read."""
+        parts, pipeline = self._split(name), self.pipeline
+        key = [[p.key() for p in parts], pipeline.key(), self.eval_version]
+        hit = self._preprocessed.get(name)
+        if hit is None or hit[0] != repr(key):
 
-        def build() -> tuple[Preprocessed, list[tuple[str | None, int]]]:
-            examples, sizes = self._read(parts)
-            return preprocess(examples, vocab, self.max_question_length, self.eval_version), sizes
+            def build() -> tuple[Preprocessed, list[tuple[str | None, int]]]:
+                examples, sizes = self._read(parts)
+                return preprocess(examples, pipeline, self.eval_version), sizes
 
-        return cached(self.cache_dir, f"{name}-preprocessed", key, build)
+            hit = self._preprocessed[name] = (
+                repr(key), cached(self.cache_dir, f"{name}-preprocessed", key, build))
+        return hit[1]
+
+    def use_question_features(self, encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                              key: Any, device: torch.device | str = "cpu") -> None:
+        """Serve ``question_features`` computed once by a frozen text encoder: ``encode`` maps
+        (ids (B, T), mask (B, T)) to (B, T, L, H); ``key`` identifies it (cache file name)."""
+        self._text_encoder = (encode, key, torch.device(device))
+        self._datasets.clear()
+        self._rows.clear()
+
+    def question_features(self, name: str) -> QuestionFeatures | None:
+        """The cached question features of split ``name`` (computed on first use)."""
+        if self._text_encoder is None:
+            return None
+        encode, encoder_key, device = self._text_encoder
+        data, _ = self.preprocessed(name)
+        key = [[p.key() for p in self._split(name)], self.pipeline.key(), encoder_key]
+        return cached(self.cache_dir, f"{name}-question-features", key,
+                      lambda: compute_question_features(data, encode, device=device))
 
     def dataset(self, name: str) -> VQADataset:
         """The dataset of split ``name`` (train, val, test, predict), built once."""
         if name not in self._datasets:
             data, sizes = self.preprocessed(name)
             self._datasets[name] = VQADataset(
-                data, self._images(self._split(name), sizes, data.examples), len(self.vocab.answers))
+                data, self._images(self._split(name), sizes, data.examples),
+                len(self.pipeline.answers), self.question_features(name))
         return self._datasets[name]
 
     def _images(self, parts: list[Split], sizes: list[tuple[str | None, int]],
@@ -184,14 +299,38 @@ class VQADataModule(pl.LightningDataModule):
             paths.update(image_paths(examples[start:start + n], p.images or ".", p.image_template,
                                      subtype))
             start += n
-        return ImageFiles(paths, self.image_size, self.cache_images)
+        return ImageFiles(paths, self.pipeline, self.cache_images)
 
-    def setup(self, stage: str) -> None:
-        trainer = self.trainer
-        if stage == "fit" and trainer is not None:
-            log_dir = trainer.log_dir  # a collective call under DDP: every process asks
-            if log_dir and trainer.is_global_zero:
-                self.vocab.save(Path(log_dir) / "vocab.json")
+    def view(self, name: str, question_id: int) -> ExampleView:
+        """Question ``question_id`` of split ``name`` as the model reads it, with its image as
+        the model saw it (callbacks display these)."""
+        ds = self.dataset(name)
+        if name not in self._rows:
+            self._rows[name] = {ex.question_id: i for i, ex in enumerate(ds.examples)}
+        if question_id not in self._rows[name]:
+            raise KeyError(f"question_id {question_id} is not in the {name} split")
+        i = self._rows[name][question_id]
+        ex = ds.examples[i]
+        if isinstance(ds.images, ImageFiles):
+            image = ds.images.raw(ex.image_id)
+        else:
+            path = self._image_file(name, i)
+            image = self.pipeline.image(path) if path is not None else None
+        return ExampleView(ex, self.pipeline.question(ex.question),
+                           None if image is None else image.permute(1, 2, 0).numpy())
+
+    def _image_file(self, name: str, index: int) -> Path | None:
+        """The image file of question ``index`` of a cached-features split, when the split names
+        a folder that holds it."""
+        data, sizes = self.preprocessed(name)
+        ex, start = data.examples[index], 0
+        for part, (subtype, n) in zip(self._split(name), sizes, strict=True):
+            if start <= index < start + n and part.images:
+                path = Path(part.images) / part.image_template.format(
+                    image_id=ex.image_id, data_subtype=subtype)
+                return path if path.is_file() else None
+            start += n
+        return None
 
     def _processes(self) -> tuple[int, int]:
         """(number of processes, this process's rank)."""

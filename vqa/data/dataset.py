@@ -1,15 +1,15 @@
 """``VQADataset``: preprocessed questions + an image source -> tensors, and ``collate`` for batches.
 
-An item is ``{"image": (3, S, S) float`` or ``"features": (N, C) float, "image_id": (), "question":
+An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float, "image_id": (), "question":
 (T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": () most common
 answer or -100, "answer_type": () index into ``ANSWER_TYPES`` or -1, "question_id": ()}``, plus
-``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary) for multiple choice.
+``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary) for multiple choice, and
+``"question_features": (T, L, H)`` when a frozen text encoder's features are cached.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,53 +20,36 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from vqa.data.pipeline import InputPipeline
 from vqa.data.preprocess import Preprocessed
-
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-def load_image(image: str | os.PathLike | Image.Image, size: int) -> torch.Tensor:
-    """An image file (or PIL image) as RGB resized to (size, size): a (3, size, size) uint8 tensor."""
-    if isinstance(image, Image.Image):
-        return _resized(image, size)
-    with Image.open(image) as img:
-        return _resized(img, size)
-
-
-def _resized(img: Image.Image, size: int) -> torch.Tensor:
-    img = img.convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
-
-
-def normalize_image(image: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float, ImageNet mean and std (what torchvision backbones expect)."""
-    return (image.float() / 255 - IMAGENET_MEAN) / IMAGENET_STD
 
 
 class ImageFiles:
-    """Image source: decoded files, ``source[image_id]`` -> (3, S, S) normalised float image.
+    """Image source: decoded files, ``source[image_id]`` -> (3, H, W) normalised float image.
 
     Args:
         paths: image file per image id.
-        size: images are resized to this square side.
+        pipeline: resizes (to ``image_size``) and normalises.
         in_memory: decode every image once, up front, and keep it (uint8) in memory.
     """
 
     key = "image"
 
-    def __init__(self, paths: dict[int, Path], size: int, in_memory: bool = False) -> None:
-        self.paths, self.size = paths, size
+    def __init__(self, paths: dict[int, Path], pipeline: InputPipeline,
+                 in_memory: bool = False) -> None:
+        self.paths, self.pipeline = paths, pipeline
         self._original: dict[int, tuple[int, int]] = {}
-        self.memory = {iid: load_image(p, size) for iid, p in tqdm(
+        self.memory = {iid: pipeline.image(p) for iid, p in tqdm(
             paths.items(), desc="caching images", unit="img")} if in_memory else None
 
+    def raw(self, image_id: int) -> torch.Tensor:
+        """(3, H, W) uint8, resized as the model sees it."""
+        if self.memory is not None:
+            return self.memory[image_id]
+        return self.pipeline.image(self.paths[image_id])
+
     def __getitem__(self, image_id: int) -> torch.Tensor:
-        raw = self.memory[image_id] if self.memory is not None else load_image(
-            self.paths[image_id], self.size)
-        return normalize_image(raw)
+        return self.pipeline.normalize(self.raw(image_id))
 
     def original_size(self, image_id: int) -> tuple[int, int]:
         """(width, height) of the image file, before resizing (read from its header once)."""
@@ -103,27 +86,27 @@ class VQADataset(Dataset):
     ``CachedFeatures``); items carry ``image`` or ``features`` accordingly."""
 
     def __init__(self, data: Preprocessed, images: ImageFiles | CachedFeatures,
-                 num_answers: int) -> None:
+                 num_answers: int, question_features: Any = None) -> None:
         self.data, self.images, self.num_answers = data, images, num_answers
+        self.question_features = question_features  # row -> (T_i, L, H), see QuestionFeatures
         self.examples = data.examples
         # Grounding ground truth (the shapes dataset): boxes and referring words per question.
         self.grounded = isinstance(images, ImageFiles) and any(
             "grounding" in ex.extra for ex in self.examples)
 
     def grounding(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S, S) bool pixels inside the referred boxes (in the resized image) and (T,) bool
-        referring word positions, for item ``i``."""
-        ex, size = self.examples[i], self.images.size
+        """(H, W) bool pixels inside the referred boxes (in the resized image) and (T,) bool
+        tokens of the referring words, for item ``i``."""
+        ex, (height, width) = self.examples[i], self.images.pipeline.image_size
         g = ex.extra.get("grounding", {})
-        boxes = torch.zeros(size, size, dtype=torch.bool)
+        boxes = torch.zeros(height, width, dtype=torch.bool)
         if g.get("boxes"):
             w, h = self.images.original_size(ex.image_id)
             for x0, y0, x1, y1 in g["boxes"]:  # pixels the box touches after resizing
-                boxes[math.floor(y0 * size / h):math.ceil(y1 * size / h),
-                      math.floor(x0 * size / w):math.ceil(x1 * size / w)] = True
-        words = torch.zeros(self.data.questions.shape[1], dtype=torch.bool)
-        positions = [p for p in g.get("word_positions", []) if p < len(words)]
-        words[positions] = True
+                boxes[math.floor(y0 * height / h):math.ceil(y1 * height / h),
+                      math.floor(x0 * width / w):math.ceil(x1 * width / w)] = True
+        referred = list(g.get("word_positions", []))
+        words = torch.from_numpy(np.isin(self.data.words[i], referred) & (self.data.words[i] >= 0))
         return boxes, words
 
     def __len__(self) -> int:
@@ -135,12 +118,15 @@ class VQADataset(Dataset):
             return [self[j] for j in i]
         ex, d = self.examples[i], self.data
         question = d.questions[i]
+        mask = torch.arange(len(question)) < d.lengths[i]
         item = {self.images.key: self.images[ex.image_id], "image_id": ex.image_id,
-                "question": question, "question_mask": question != 0,
+                "question": question, "question_mask": mask,
                 "target": d.target(i, self.num_answers), "answer_index": d.answer_index[i],
                 "answer_type": d.answer_type[i], "question_id": ex.question_id}
         if d.choices is not None:
             item["choices"] = d.choices[i]
+        if self.question_features is not None:
+            item["question_features"] = self.question_features.padded(i, len(question))
         if self.grounded:
             item["grounding_boxes"], item["grounding_words"] = self.grounding(i)
         return item
@@ -162,6 +148,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if len(images) < len(items):
         batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])
     length = max(int(batch["question_mask"].sum(1).max()), 1)
-    batch["question"] = batch["question"][:, :length]  # (B, T) -> (B, T_batch)
-    batch["question_mask"] = batch["question_mask"][:, :length]
+    for k in ("question", "question_mask", "question_features"):
+        if k in batch:
+            batch[k] = batch[k][:, :length]  # (B, T, ...) -> (B, T_batch, ...)
     return batch

@@ -22,7 +22,8 @@ import torch
 from vqa._io import atomic_open, gc_paused
 from vqa.data.answers import EvalVersion, answer_scores, clean, normalize_answer
 from vqa.data.formats import ANSWER_TYPES, Example
-from vqa.data.vocab import VocabBundle, tokenize
+from vqa.data.pipeline import InputPipeline
+from vqa.data.vocab import Vocabulary
 
 CACHE_FORMAT = "vqa-preprocessed/1"
 T = TypeVar("T")
@@ -32,7 +33,8 @@ T = TypeVar("T")
 class Preprocessed:
     """One split as arrays, row ``i`` for ``examples[i]``.
 
-    questions: (N, T) token ids, 0 = padding. targets: CSR soft scores, the vocabulary answers of
+    questions: (N, T) token ids, right-padded to ``lengths`` (N,); ``words``: (N, T) the word of
+    each token (``vqa.data.tokenizers.Encoded``). targets: CSR soft scores, the vocabulary answers of
     row ``i`` at ``target_index[target_offsets[i]:target_offsets[i + 1]]`` with their official
     accuracy in ``target_score``. answer_index: (N,) most common answer or -100.
     answer_type: (N,) index into ``ANSWER_TYPES`` or -1. choices: (N, K) vocabulary index of
@@ -41,6 +43,8 @@ class Preprocessed:
 
     examples: list[Example]
     questions: torch.Tensor
+    lengths: torch.Tensor
+    words: np.ndarray
     target_offsets: np.ndarray
     target_index: np.ndarray
     target_score: np.ndarray
@@ -57,7 +61,7 @@ class Preprocessed:
         return out
 
 
-def soft_targets(examples: Sequence[Example], vocab: VocabBundle,
+def soft_targets(examples: Sequence[Example], answers: Vocabulary,
                  version: EvalVersion = "current") -> list[tuple[list[int], list[float]]]:
     """Per example, the vocabulary answers with a non-zero official accuracy and that accuracy.
 
@@ -66,7 +70,7 @@ def soft_targets(examples: Sequence[Example], vocab: VocabBundle,
     """
     by_clean: dict[str, list[int]] = {}
     by_norm: dict[str, list[int]] = {}
-    for i, a in enumerate(vocab.answers.tokens):
+    for i, a in enumerate(answers.tokens):
         by_clean.setdefault(clean(a), []).append(i)
         by_norm.setdefault(normalize_answer(a), []).append(i)
     out = []
@@ -78,19 +82,16 @@ def soft_targets(examples: Sequence[Example], vocab: VocabBundle,
     return out
 
 
-def preprocess(examples: Sequence[Example], vocab: VocabBundle, max_question_length: int = 26,
+def preprocess(examples: Sequence[Example], pipeline: InputPipeline,
                version: EvalVersion = "current") -> Preprocessed:
     """Tokens, soft targets, answer and type indices (and multiple-choice candidates)."""
     with gc_paused():
         examples = list(examples)
-        n, t = len(examples), max_question_length
-        questions = np.zeros((n, t), np.int64)  # (N, T)
-        for i, ex in enumerate(examples):
-            ids = vocab.questions.encode(tokenize(ex.question))[:t]
-            questions[i, :len(ids)] = ids
-        targets = soft_targets(examples, vocab, version)
+        n = len(examples)
+        encoded = pipeline.encode([ex.question for ex in examples])  # (N, T)
+        targets = soft_targets(examples, pipeline.answers, version)
         lengths = np.fromiter((len(ix) for ix, _ in targets), np.int64, n)
-        answers = vocab.answers.index
+        answers = pipeline.answers.index
         choices = None
         if any(ex.multiple_choices for ex in examples):
             k = max(len(ex.multiple_choices) for ex in examples)
@@ -99,7 +100,8 @@ def preprocess(examples: Sequence[Example], vocab: VocabBundle, max_question_len
                 choices[i, :len(ex.multiple_choices)] = torch.tensor(
                     [answers.get(normalize_answer(c), -1) for c in ex.multiple_choices])
         return Preprocessed(
-            examples, torch.from_numpy(questions),
+            examples, torch.from_numpy(encoded.ids), torch.from_numpy(encoded.lengths),
+            encoded.words,
             np.concatenate([[0], np.cumsum(lengths)]),
             np.fromiter((i for ix, _ in targets for i in ix), np.int32, int(lengths.sum())),
             np.fromiter((s for _, sc in targets for s in sc), np.float32, int(lengths.sum())),

@@ -1,32 +1,16 @@
-"""Question tokenisation and the question / answer vocabularies.
+"""Vocabularies: the question words (index 0 padding, 1 unknown) and the answers.
 
-Vocabularies are saved next to the run (``vocab.json``) and inside every checkpoint (key
-``vqa_vocab``), so evaluating a checkpoint never rebuilds them differently.
+Both travel inside the input pipeline (``vqa.data.pipeline``) that every checkpoint carries.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-import torch
-
-from vqa._io import read_json, write_json
 from vqa.data.answers import normalize_answer
 
 PAD, UNK = "<pad>", "<unk>"
-FORMAT = "vqa-vocab/1"
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
-
-
-def tokenize(question: str) -> list[str]:
-    """Lower case, split words from punctuation, drop question marks (as common VQA preprocessing
-    does: "What's on the table?" -> ["what's", "on", "the", "table"])."""
-    return [t for t in _TOKEN.findall(question.lower()) if t != "?"]
 
 
 class Vocabulary:
@@ -54,49 +38,16 @@ class Vocabulary:
         return [self.index.get(t, self.unknown_index) for t in tokens]  # type: ignore[misc]
 
 
-@dataclass
-class VocabBundle:
-    """The question vocabulary (index 0 padding, 1 unknown) and the answer vocabulary."""
+def word_vocabulary(questions: Iterable[Sequence[str]], min_word_count: int = 1) -> Vocabulary:
+    """Words seen at least ``min_word_count`` times, sorted, after padding and unknown."""
+    words = Counter(w for q in questions for w in q)
+    return Vocabulary([PAD, UNK, *sorted(w for w, c in words.items() if c >= min_word_count)], UNK)
 
-    questions: Vocabulary
-    answers: Vocabulary
 
-    @classmethod
-    def build(cls, questions: Iterable[Sequence[str]], answers: Iterable[str],
-              min_word_count: int = 1, num_answers: int = 1000) -> VocabBundle:
-        """Words seen at least ``min_word_count`` times; the ``num_answers`` most common
-        normalised answers (ties broken alphabetically, so the result is deterministic)."""
-        words = Counter(w for q in questions for w in q)
-        kept = sorted(w for w, c in words.items() if c >= min_word_count)
-        counts = Counter(normalize_answer(a) for a in answers)
-        counts.pop("", None)
-        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_answers]
-        return cls(Vocabulary([PAD, UNK, *kept], UNK), Vocabulary([a for a, _ in top]))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "questions": self.questions.tokens,
-                "answers": self.answers.tokens}
-
-    @classmethod
-    def from_dict(cls, d: Any, source: str) -> VocabBundle:
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{source}: not a vocabulary file (expected format {FORMAT!r})")
-        q = d["questions"]
-        if q[:2] != [PAD, UNK]:
-            raise ValueError(f"{source}: question vocabulary must start with {PAD!r}, {UNK!r}")
-        return cls(Vocabulary(q, UNK), Vocabulary(d["answers"]))
-
-    def save(self, path: str | os.PathLike) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> VocabBundle:
-        """From ``vocab.json`` or from a checkpoint (``.ckpt``) that holds one."""
-        if str(path).endswith(".ckpt"):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: checkpoint not found")
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            if "vqa_vocab" not in ckpt:
-                raise ValueError(f"{path}: checkpoint holds no vocabulary ('vqa_vocab')")
-            return cls.from_dict(ckpt["vqa_vocab"], str(path))
-        return cls.from_dict(read_json(path), str(path))
+def answer_vocabulary(answers: Iterable[str], num_answers: int = 1000) -> Vocabulary:
+    """The ``num_answers`` most common normalised answers (ties broken alphabetically, so the
+    result is deterministic)."""
+    counts = Counter(normalize_answer(a) for a in answers)
+    counts.pop("", None)
+    return Vocabulary([a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                       [:num_answers]])

@@ -9,10 +9,17 @@ from vqa.models.coattention import (
 from vqa.models.head import RecursiveAnswerHead
 from vqa.models.hiecoatt import LEVELS, HieCoAtt
 from vqa.models.image import SmallCNN, TorchvisionEncoder
-from vqa.models.question import HierarchicalQuestionEncoder
+from vqa.models.question import (
+    HierarchicalQuestionEncoder,
+    LSTMQuestionEncoder,
+    QuestionEncoder,
+    TextInputs,
+    TransformerQuestionEncoder,
+)
 
 __all__ = [
     "LEVELS", "AlternatingCoAttention", "CoAttention", "GuidedAttention", "HieCoAtt",
-    "HierarchicalQuestionEncoder", "ParallelCoAttention", "RecursiveAnswerHead", "SmallCNN",
-    "TorchvisionEncoder",
+    "HierarchicalQuestionEncoder", "LSTMQuestionEncoder", "ParallelCoAttention", "QuestionEncoder",
+    "RecursiveAnswerHead", "SmallCNN", "TextInputs", "TorchvisionEncoder",
+    "TransformerQuestionEncoder",
 ]

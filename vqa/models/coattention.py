@@ -5,7 +5,7 @@ mask (B, T) and ``v_proj`` (B, N, k), its ``image_projection`` of V, and returns
 vector v^ (B, D), question vector q^ (B, D) and the two attention maps a^v (B, N) and a^q (B, T).
 ``image_projection`` is the one product with V that does not depend on the question: ``HieCoAtt``
 computes it once per image, then gathers it per question. Padded words get ``-inf`` before
-every softmax over words.
+every softmax over words; a question with no words at all gets zero word attention.
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ CoAttentionOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last axis with ``mask == False`` positions excluded."""
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1)
+    """Softmax over the last axis with ``mask == False`` positions excluded. A row with every
+    position masked (an empty question) gives zeros, not NaN, in the forward and backward pass."""
+    if mask is None:
+        return scores.softmax(-1)
+    empty = ~mask.any(-1, keepdim=True)  # (..., 1)
+    # Fully masked rows keep finite scores (a uniform softmax) and are then zeroed.
+    scores = scores.masked_fill(~mask & ~empty, float("-inf"))
+    return scores.softmax(-1).masked_fill(empty, 0.0)
 
 
 def score(h: torch.Tensor, w_h: nn.Linear) -> torch.Tensor:

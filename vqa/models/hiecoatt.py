@@ -15,7 +15,7 @@ from torch import nn
 from vqa.models.coattention import ParallelCoAttention
 from vqa.models.dropout import Dropout
 from vqa.models.head import RecursiveAnswerHead
-from vqa.models.question import HierarchicalQuestionEncoder
+from vqa.models.question import HierarchicalQuestionEncoder, TextInputs
 
 LEVELS: tuple[str, ...] = ("word", "phrase", "question")
 
@@ -32,14 +32,18 @@ class HieCoAtt(nn.Module):
     """The full model; parts are swappable by config.
 
     Args:
-        vocab_size: question vocabulary size (linked from the data module).
-        num_answers: answer vocabulary size (linked from the data module).
-        image_encoder: module mapping images (B, 3, H, W) to regions (B, N, C), with ``out_dim``
-            and ``grid_size`` attributes; ``None`` when the data serves cached features.
+        vocab_size: question vocabulary size (linked from the data's input pipeline).
+        num_answers: answer vocabulary size (linked from the pipeline).
+        image_encoder: module mapping images (B, 3, H, W) to regions (B, N, C), with an
+            ``out_dim`` attribute and a ``grid(image_size)`` method; ``None`` when the data serves
+            cached features.
         coattention: builds one co-attention module per level from ``(dim, hidden, dropout)``;
             ``ParallelCoAttention`` or ``AlternatingCoAttention`` (or your own ``CoAttention``).
-        question_encoder: builds the question encoder from ``(vocab_size, dim, dropout)``.
-        image_dim: region feature size C when ``image_encoder`` is ``None``.
+        question_encoder: builds the question encoder from ``(TextInputs, dim, dropout)``
+            (``vqa.models.question``).
+        image_dim: region feature size C of cached features (linked from the pipeline).
+        text_model: the pretrained model the pipeline's tokenizer belongs to (linked; ``None``
+            for the word vocabulary).
         dim: feature size ``d``; hidden: attention size ``k``; answer_hidden: MLP size.
         dropout: dropout throughout, as in the paper (0.5).
         blind: zero the image features (a question-only ablation that keeps the architecture).
@@ -51,8 +55,9 @@ class HieCoAtt(nn.Module):
         num_answers: int,
         image_encoder: nn.Module | None = None,
         coattention: Callable[[int, int, float], nn.Module] = ParallelCoAttention,
-        question_encoder: Callable[[int, int, float], nn.Module] = HierarchicalQuestionEncoder,
+        question_encoder: Callable[[TextInputs, int, float], nn.Module] = HierarchicalQuestionEncoder,
         image_dim: int | None = None,
+        text_model: str | None = None,
         dim: int = 512,
         hidden: int = 512,
         answer_hidden: int = 1024,
@@ -63,8 +68,8 @@ class HieCoAtt(nn.Module):
         if image_encoder is None and image_dim is None:
             raise ValueError("give an image_encoder, or image_dim for cached features")
         self.image_encoder = image_encoder
-        self.image_proj = nn.Linear(image_dim or image_encoder.out_dim, dim)
-        self.question_encoder = question_encoder(vocab_size, dim, dropout)
+        self.image_proj = nn.Linear(image_encoder.out_dim if image_encoder else image_dim, dim)
+        self.question_encoder = question_encoder(TextInputs(vocab_size, text_model), dim, dropout)
         self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
         self.head = RecursiveAnswerHead(dim, answer_hidden, num_answers, dropout)
         self.drop = Dropout(dropout)
@@ -91,18 +96,20 @@ class HieCoAtt(nn.Module):
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
                 image: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                image_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                image_index: torch.Tensor | None = None,
+                question_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Returns ``logits`` (B, A), ``image_attention`` (B, L, N), ``question_attention`` (B, L, T).
 
         ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
-        image of the batch once: image-side work runs per image, the rest per question."""
+        image of the batch once: image-side work runs per image, the rest per question.
+        ``question_features`` (B, T, L, H): a frozen text encoder's cached features."""
         v = self.regions(image, features)  # (B_img, N, D)
         v_proj = self.image_projections(v)  # L x (B_img, N, k)
         if image_index is not None:  # gathered per question: B_img -> B
             v, v_proj = v[image_index], [p[image_index] for p in v_proj]
         levels, a_v, a_q = [], [], []
-        for q, coatt, proj in zip(self.question_encoder(question, question_mask), self.coattention,
-                                  v_proj, strict=True):
+        words = self.question_encoder(question, question_mask, question_features)  # 3 x (B, T, D)
+        for q, coatt, proj in zip(words, self.coattention, v_proj, strict=True):
             v_hat, q_hat, av, aq = coatt(v, q, question_mask, proj)
             levels.append((v_hat, q_hat))
             a_v.append(av)

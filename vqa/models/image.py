@@ -1,7 +1,7 @@
 """Image encoders: an image (B, 3, H, W) becomes a grid of region features (B, N, C), N = h * w.
 
 Regions are listed row-major, so region ``n`` is grid cell ``(n // w, n % w)``. ``out_dim`` is C and
-``grid_size`` is ``(h, w)`` for the encoder's configured input size.
+``grid((H, W))`` is the ``(h, w)`` grid of an input of that size (the input pipeline's image size).
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ class SmallCNN(nn.Module):
     position of the attended object instead of averaging in the empty background's.
 
     Args:
-        channels: output channels of each stride-2 stage; the grid is ``image_size / 2**len``.
-        image_size: input side the grid size is reported for.
+        channels: output channels of each stride-2 stage; the grid is the input size over
+            ``2**len(channels)``, rounded up.
         coord_gates: number of gated coordinate pairs added to the output (0 for none).
     """
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), image_size: int = 64,
-                 coord_gates: int = 8) -> None:
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), coord_gates: int = 8) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3 + 2
@@ -47,9 +46,15 @@ class SmallCNN(nn.Module):
         self.net = nn.Sequential(*layers)
         self.gates = nn.Conv2d(c_in, coord_gates, 1) if coord_gates else None
         self.out_dim = c_in + 2 * coord_gates
-        side = image_size // 2 ** len(channels)
-        self.image_size = image_size
-        self.grid_size = (side, side)
+        self.stages = len(channels)
+
+    def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) regions of an (H, W) input: each stride-2 convolution (kernel 3, padding 1)
+        maps a side n to ceil(n / 2)."""
+        h, w = image_size
+        for _ in range(self.stages):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return h, w
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         b, _, h, w = image.shape
@@ -71,12 +76,11 @@ class TorchvisionEncoder(nn.Module):
         weights: ``None`` (random init), a torchvision weights name such as ``IMAGENET1K_V2``
             (downloaded by torchvision into its cache), or a local ``.pt``/``.pth`` state dict.
         layer: the graph node whose output is the grid (``layer4`` for ResNets, ``features`` for VGG).
-        image_size: input side, used to report ``grid_size``.
         frozen: keep the backbone in eval mode without gradients (the paper's setting).
     """
 
     def __init__(self, name: str = "resnet152", weights: str | None = None, layer: str = "layer4",
-                 image_size: int = 448, frozen: bool = True) -> None:
+                 frozen: bool = True) -> None:
         super().__init__()
         is_file = weights is not None and weights.endswith((".pt", ".pth", ".bin"))
         backbone = get_model(name, weights=None if is_file else weights)
@@ -87,11 +91,18 @@ class TorchvisionEncoder(nn.Module):
         self.frozen = frozen
         if frozen:
             self.body.requires_grad_(False)
-        with torch.no_grad():
-            probe = self.body.eval()(torch.zeros(1, 3, image_size, image_size))["grid"]
-        self.out_dim = probe.shape[1]
-        self.grid_size = tuple(probe.shape[2:])
-        self.image_size = image_size
+        self.out_dim = self._probe((224, 224)).shape[1]
+
+    @torch.no_grad()
+    def _probe(self, image_size: tuple[int, int]) -> torch.Tensor:
+        training, device = self.body.training, next(self.body.parameters()).device
+        out = self.body.eval()(torch.zeros(1, 3, *image_size, device=device))["grid"]  # (1, C, h, w)
+        self.body.train(training)
+        return out
+
+    def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) regions of an (H, W) input (ResNet ``layer4``: side / 32, 448 -> 14)."""
+        return tuple(self._probe(tuple(image_size)).shape[2:])
 
     def train(self, mode: bool = True) -> TorchvisionEncoder:
         super().train(mode)

@@ -1,15 +1,53 @@
-"""The hierarchical question encoder of Lu et al. 2016, Sec. 3.2: word, phrase and question level."""
+"""Question encoders: token ids (B, T) and mask (B, T) -> word, phrase and question level (B, T, D).
+
+Every encoder is built as ``factory(inputs, dim, dropout)`` from ``TextInputs`` (what the data's
+input pipeline says about the tokens) and returns the three levels Lu et al. 2016 co-attend at:
+
+* ``HierarchicalQuestionEncoder``: the paper's (Sec. 3.2): embeddings, n-gram convolutions, LSTM;
+* ``LSTMQuestionEncoder``: a plain LSTM baseline, the same features at every level;
+* ``TransformerQuestionEncoder``: a pretrained ``transformers.AutoModel``, levels from its hidden
+  layers, frozen, partly or fully fine-tuned.
+"""
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqa._io import resolve_pretrained
 from vqa.models.dropout import Dropout
 
+QuestionLevels = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-class HierarchicalQuestionEncoder(nn.Module):
+
+@dataclass(frozen=True)
+class TextInputs:
+    """What a question encoder is built for: ``vocab_size`` token ids (0 is padding for the
+    word vocabulary), and the pretrained model whose tokenizer made them (``None``: our words)."""
+
+    vocab_size: int
+    pretrained: str | None = None
+
+
+class QuestionEncoder(nn.Module):
+    """Interface: ``forward(question (B, T), mask (B, T), features=None)`` -> word, phrase and
+    question features, each (B, T, D). ``features`` are cached inputs (``TransformerQuestionEncoder``
+    when frozen); other encoders receive ``None``."""
+
+    frozen = False  # True: ``cache_key`` and ``hidden`` let the data cache what forward needs
+
+    def forward(self, question: torch.Tensor, mask: torch.Tensor,
+                features: torch.Tensor | None = None) -> QuestionLevels:
+        raise NotImplementedError
+
+
+class HierarchicalQuestionEncoder(QuestionEncoder):
     """Word embeddings, n-gram phrase features and an LSTM over them.
 
     Word level: ``q^w_t`` is the learned embedding, as the paper states (Sec. 3.2); the Torch
@@ -19,24 +57,23 @@ class HierarchicalQuestionEncoder(nn.Module):
     LSTM(q^p_t)``. Padding is right-aligned, so the LSTM's outputs at real words never see it.
 
     Args:
-        vocab_size: question vocabulary size; index 0 is padding.
+        inputs: the token ids' vocabulary size (index 0 is padding).
         dim: feature size ``d`` of all three levels.
         dropout: applied to the word embeddings and each level's output.
         lstm_layers: LSTM depth (the paper's reference code uses 2).
     """
 
-    def __init__(self, vocab_size: int, dim: int = 512, dropout: float = 0.5,
+    def __init__(self, inputs: TextInputs, dim: int = 512, dropout: float = 0.5,
                  lstm_layers: int = 2) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.embed = nn.Embedding(inputs.vocab_size, dim, padding_idx=0)
         self.ngrams = nn.ModuleList(nn.Conv1d(dim, dim, s) for s in (1, 2, 3))
         self.lstm = nn.LSTM(dim, dim, lstm_layers, batch_first=True,
                             dropout=dropout if lstm_layers > 1 else 0.0)
         self.drop = Dropout(dropout)
 
-    def forward(self, question: torch.Tensor, mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, T) ids and (B, T) mask -> word, phrase, question features, each (B, T, D)."""
+    def forward(self, question: torch.Tensor, mask: torch.Tensor,
+                features: torch.Tensor | None = None) -> QuestionLevels:
         word = self.embed(question) * mask.unsqueeze(-1)  # (B, T, D)
         x = self.drop(word).transpose(1, 2)  # (B, D, T)
         grams = [torch.tanh(conv(F.pad(x, (0, conv.kernel_size[0] - 1)))) for conv in self.ngrams]
@@ -44,3 +81,114 @@ class HierarchicalQuestionEncoder(nn.Module):
         phrase = phrase * mask.unsqueeze(-1)
         sentence, _ = self.lstm(self.drop(phrase))  # (B, T, D)
         return self.drop(word), self.drop(phrase), self.drop(sentence)
+
+
+class LSTMQuestionEncoder(QuestionEncoder):
+    """Baseline without the hierarchy: word embeddings and an LSTM, whose outputs serve as all three
+    levels (the co-attention modules stay separate).
+
+    Args:
+        inputs, dim, dropout, lstm_layers: as for ``HierarchicalQuestionEncoder``.
+    """
+
+    def __init__(self, inputs: TextInputs, dim: int = 512, dropout: float = 0.5,
+                 lstm_layers: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(inputs.vocab_size, dim, padding_idx=0)
+        self.lstm = nn.LSTM(dim, dim, lstm_layers, batch_first=True,
+                            dropout=dropout if lstm_layers > 1 else 0.0)
+        self.drop = Dropout(dropout)
+
+    def forward(self, question: torch.Tensor, mask: torch.Tensor,
+                features: torch.Tensor | None = None) -> QuestionLevels:
+        h, _ = self.lstm(self.drop(self.embed(question)))  # (B, T, D)
+        h = self.drop(h * mask.unsqueeze(-1))
+        return h, h, h
+
+
+class TransformerQuestionEncoder(QuestionEncoder):
+    """A pretrained transformer (``AutoModel``) over the pipeline tokenizer's ids.
+
+    Level ``l`` is ``tanh(W_l h^{(layers[l])})``: hidden layer ``layers[l]`` (0 is the embedding
+    output) projected to ``d``, masked and dropped out. The transformer sees its own attention mask
+    (the question's real tokens, special tokens included).
+
+    Args:
+        inputs: names the pretrained model (the data's ``tokenizer``, linked by the CLI).
+        dim, dropout: feature size ``d``; dropout on each level.
+        layers: the hidden layers of the word, phrase and question level (default: embeddings,
+            the middle layer, the last layer).
+        train_layers: ``0`` frozen (its features are computed once and cached by the data),
+            ``n`` the last n layers fine-tuned, ``all`` everything fine-tuned.
+    """
+
+    def __init__(self, inputs: TextInputs, dim: int = 512, dropout: float = 0.5,
+                 layers: tuple[int, int, int] | None = None,
+                 train_layers: int | Literal["all"] = 0) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        if inputs.pretrained is None:
+            raise ValueError("TransformerQuestionEncoder needs a pretrained tokenizer: set "
+                             "data.tokenizer to the model's name or folder")
+        self.source = inputs.pretrained
+        self.path = resolve_pretrained(inputs.pretrained)
+        self.transformer = AutoModel.from_pretrained(self.path, dtype=torch.float32)
+        n = self.transformer.config.num_hidden_layers
+        self.layers = tuple(layers) if layers is not None else (0, n // 2, n)
+        if len(self.layers) != 3 or not all(0 <= i <= n for i in self.layers):
+            raise ValueError(f"layers must be 3 hidden layers in 0..{n}, got {self.layers}")
+        self.frozen = train_layers == 0
+        self.trained = self._trained_modules(train_layers, n)
+        self.transformer.requires_grad_(False)
+        for m in self.trained:
+            m.requires_grad_(True)
+        hidden = self.transformer.config.hidden_size
+        self.proj = nn.ModuleList(nn.Linear(hidden, dim) for _ in range(3))
+        self.drop = Dropout(dropout)
+        self.train(False)
+
+    def _trained_modules(self, train_layers: int | str, n: int) -> list[nn.Module]:
+        if train_layers == "all":
+            return [self.transformer]
+        if not isinstance(train_layers, int) or not 0 <= train_layers <= n:
+            raise ValueError(f"train_layers must be 'all' or 0..{n}, got {train_layers!r}")
+        blocks = next((m for m in self.transformer.modules()
+                       if isinstance(m, nn.ModuleList) and len(m) == n), None)
+        if blocks is None:
+            raise ValueError(f"{self.source}: cannot find its {n} transformer layers")
+        return list(blocks)[n - train_layers:]
+
+    def train(self, mode: bool = True) -> TransformerQuestionEncoder:
+        super().train(mode)
+        self.transformer.eval()  # frozen parts keep their pretrained behaviour (no dropout)
+        for m in self.trained:
+            m.train(mode)
+        return self
+
+    def hidden(self, question: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The selected hidden layers: (B, T) ids -> (B, T, 3, H)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.transformer(input_ids=question, attention_mask=mask.long(),
+                                   output_hidden_states=True)
+        return torch.stack([out.hidden_states[i] for i in self.layers], 2)  # (B, T, 3, H)
+
+    def cache_key(self) -> dict[str, Any]:
+        """What the cached ``hidden`` features depend on: the model's files (their hashes) or its
+        hub revision, and the layers."""
+        folder = Path(self.path)
+        if folder.is_dir():
+            files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                     for p in sorted(folder.iterdir())
+                     if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()}
+        else:
+            files = {"revision": getattr(self.transformer.config, "_commit_hash", None)}
+        return {"source": self.source, "files": files, "layers": list(self.layers)}
+
+    def forward(self, question: torch.Tensor, mask: torch.Tensor,
+                features: torch.Tensor | None = None) -> QuestionLevels:
+        if features is None:
+            features = self.hidden(question, mask)  # (B, T, 3, H)
+        features, real = features.to(self.proj[0].weight.dtype), mask.unsqueeze(-1)
+        return tuple(self.drop(torch.tanh(p(features[:, :, i]))) * real  # (B, T, H) -> (B, T, D)
+                     for i, p in enumerate(self.proj))

@@ -2,8 +2,9 @@
 
 For a fixed set of validation questions (the first ``num_examples`` that rank zero validates) a row
 holds the image, the image attention of each level overlaid on it, the question with every word
-coloured by its attention at each level, the predicted answer, the human answers and the VQA
-score. Attention comes from what ``validation_step`` returns: no second forward pass.
+coloured by its attention at each level (subword tokens merged into words), the predicted answer,
+the human answers and the VQA score. Attention comes from what ``validation_step`` returns: no
+second forward pass. Images and words come from the data module's ``view``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
 from vqa._io import atomic_save, write_json
-from vqa.data.dataset import load_image
-from vqa.data.vocab import tokenize
 from vqa.viz import LEVELS, overlay, words_html
 
 
@@ -68,9 +67,8 @@ class AttentionTable(pl.Callback):
             return
         import wandb
 
-        dataset = trainer.val_dataloaders.dataset
-        index = {ex.question_id: i for i, ex in enumerate(dataset.examples)}
-        answers = pl_module.vocab.answers.tokens if pl_module.vocab is not None else None
+        dm = trainer.datamodule
+        answers = pl_module.pipeline.answers.tokens
         grid = pl_module.attention_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
         columns = ["question_id", "image", *(f"{lvl} attention" for lvl in LEVELS), "question",
                    "prediction", "human answers", "vqa score"]
@@ -78,20 +76,21 @@ class AttentionTable(pl.Callback):
         for qid in self.question_ids or []:
             if qid not in self.rows:
                 continue
-            r, ex = self.rows[qid], dataset.examples[index[qid]]
-            image = _image(dataset, ex.image_id)
-            overlays = [overlay(image, a, grid) for a in r["image_attention"]]
-            tokens = tokenize(ex.question)
-            html = "".join(words_html(tokens, r["question_attention"][i], lvl)
+            r, view = self.rows[qid], dm.view("val", qid)
+            ex, question, image = view.example, view.question, view.image
+            overlays = [overlay(image, a, grid) for a in r["image_attention"]] if (
+                image is not None) else [None] * len(LEVELS)
+            words = question.merge(r["question_attention"])  # (L, T) -> (L, W)
+            html = "".join(words_html(question.words, words[i], lvl)
                            for i, lvl in enumerate(LEVELS))
-            prediction = answers[r["answer"]] if answers else str(r["answer"])
-            data.append([qid, wandb.Image(image), *map(wandb.Image, overlays), wandb.Html(html),
-                         prediction, ", ".join(ex.answers), r["score"]])
-            export.append((qid, np.concatenate([image, *overlays], 1), {
-                "question_id": qid, "question": ex.question, "tokens": tokens,
-                "word_attention": r["question_attention"][:, : len(tokens)].tolist(),
-                "prediction": prediction, "human_answers": list(ex.answers),
-                "vqa_score": r["score"]}))
+            prediction = answers[r["answer"]]
+            media = [None if x is None else wandb.Image(x) for x in (image, *overlays)]
+            data.append([qid, *media, wandb.Html(html), prediction, ", ".join(ex.answers),
+                         r["score"]])
+            export.append((qid, None if image is None else np.concatenate([image, *overlays], 1), {
+                "question_id": qid, "question": ex.question, "words": question.words,
+                "word_attention": words.tolist(), "prediction": prediction,
+                "human_answers": list(ex.answers), "vqa_score": r["score"]}))
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 lg.log_table("val/attention", columns=columns, data=data, step=trainer.global_step)
@@ -100,20 +99,12 @@ class AttentionTable(pl.Callback):
                             f"epoch_{trainer.current_epoch:03d}", export)
 
 
-def _export(folder: Path, rows: list[tuple[int, np.ndarray, dict[str, Any]]]) -> None:
+def _export(folder: Path, rows: list[tuple[int, np.ndarray | None, dict[str, Any]]]) -> None:
     """The table as files in the run folder (uploaded with the run): per question a PNG of the
     image and its overlay at each level side by side, and ``table.json`` with the rest."""
     for qid, strip, _ in rows:
+        if strip is None:  # cached features and no image folder: nothing to draw
+            continue
         atomic_save(folder / f"{qid}.png", lambda tmp, strip=strip: Image.fromarray(strip).save(
             tmp, format="PNG"))
     write_json(folder / "table.json", {"levels": list(LEVELS), "rows": [r for _, _, r in rows]})
-
-
-def _image(dataset: Any, image_id: int) -> np.ndarray:
-    """(S, S, 3) uint8 image as the model saw it; grey when the data are cached features."""
-    paths = getattr(dataset.images, "paths", None)
-    if paths is None:
-        return np.full((224, 224, 3), 128, np.uint8)
-    size = dataset.images.size
-    return load_image(paths[image_id], size).permute(1, 2, 0).numpy()
-

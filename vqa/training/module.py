@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -10,11 +11,11 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from vqa.data.vocab import VocabBundle
+from vqa.data.pipeline import InputPipeline
 from vqa.training.grounding import GroundingScores
 from vqa.training.metrics import VQAAccuracy
 
-INPUTS = ("question", "question_mask", "image", "features", "image_index")
+INPUTS = ("question", "question_mask", "image", "features", "image_index", "question_features")
 
 
 def restrict_to_choices(logits: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ class VQAModule(pl.LightningModule):
         self.save_hyperparameters()
         self.model = model
         self.optimizer, self.scheduler = optimizer, scheduler  # hparams hold their configs
-        self.vocab: VocabBundle | None = None
+        self.pipeline: InputPipeline | None = None  # the data's, or a checkpoint's
         self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in ("val", "test")})
         self.grounding = nn.ModuleDict({s: GroundingScores() for s in ("val", "test")})
         self._compiled = False
@@ -104,9 +105,12 @@ class VQAModule(pl.LightningModule):
         return out  # answers and attention maps for callbacks, without a second forward pass
 
     def attention_grid(self, regions: int) -> tuple[int, int]:
-        """(rows, columns) of the region grid: the image encoder's, else square."""
-        encoder = getattr(self.model, "image_encoder", None)
-        return tuple(getattr(encoder, "grid_size", None) or (round(regions ** 0.5),) * 2)
+        """(rows, columns) of the region grid, from the input pipeline."""
+        grid = self.pipeline.grid if self.pipeline is not None else None
+        if grid is None or grid[0] * grid[1] != regions:
+            raise ValueError(f"the input pipeline's region grid {grid} does not cover the "
+                             f"model's {regions} regions")
+        return tuple(grid)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step("val", batch)
@@ -159,17 +163,47 @@ class VQAModule(pl.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if self.vocab is None and dm is not None and hasattr(dm, "vocab"):
-            self.vocab = dm.vocab
+        """Take the data's input pipeline (with the image encoder's region grid; ``fit`` saves it
+        as ``pipeline.json`` in the log folder), and have the data serve a frozen text encoder's
+        features, computed once."""
+        dm, trainer = getattr(self.trainer, "datamodule", None), self.trainer
+        if not hasattr(dm, "pipeline"):
+            return
+        pipeline, encoder = dm.pipeline, getattr(self.model, "image_encoder", None)
+        if encoder is not None:
+            pipeline = pipeline.with_grid(encoder.grid(pipeline.image_size))
+        dm.pipeline = self.pipeline = pipeline
+        if stage == "fit":
+            log_dir = trainer.log_dir  # a collective call under DDP: every process asks
+            if log_dir and trainer.is_global_zero:
+                pipeline.save(Path(log_dir) / "pipeline.json")
+        text = getattr(self.model, "question_encoder", None)
+        if getattr(text, "frozen", False) and hasattr(dm, "use_question_features"):
+            self._cache_question_features(dm, text, stage)
+
+    def _cache_question_features(self, dm: Any, text: nn.Module, stage: str) -> None:
+        """Frozen text features of this stage's splits: one process computes them (on the
+        accelerator) into ``data.cache_dir`` while the others wait, then every process reads them."""
+        trainer, device = self.trainer, self.trainer.strategy.root_device
+        dm.use_question_features(text.hidden, text.cache_key(), device)
+        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                 "predict": ("predict",)}[stage]
+        if trainer.is_global_zero or dm.cache_dir is None:
+            home = next(text.parameters()).device
+            text.to(device)
+            for name in names:
+                if dm.splits.get(name) is not None:
+                    dm.dataset(name)
+            text.to(home)
+        trainer.strategy.barrier("question features")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.vocab is not None:
-            checkpoint["vqa_vocab"] = self.vocab.to_dict()
+        if self.pipeline is not None:
+            checkpoint["vqa_pipeline"] = self.pipeline.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "vqa_vocab" in checkpoint:
-            self.vocab = VocabBundle.from_dict(checkpoint["vqa_vocab"], "checkpoint")
+        if "vqa_pipeline" in checkpoint:
+            self.pipeline = InputPipeline.from_dict(checkpoint["vqa_pipeline"], "checkpoint")
         _drop_unused_first_step_w_g(checkpoint, {name for name, _ in self.named_buffers()})
 
 

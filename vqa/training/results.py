@@ -39,9 +39,9 @@ class ResultsWriter(BasePredictionWriter):
             rows = [r for part in gathered for r in part]
         if not trainer.is_global_zero:
             return
-        if pl_module.vocab is None:
-            raise RuntimeError("the model has no vocabulary: load it from a checkpoint")
-        answers = pl_module.vocab.answers.tokens
+        if pl_module.pipeline is None:
+            raise RuntimeError("the model has no input pipeline: load it from a checkpoint")
+        answers = pl_module.pipeline.answers.tokens
         examples = _predict_examples(trainer)
         choices = {ex.question_id: ex.multiple_choices for ex in examples}
         # A dict de-duplicates the samples distributed runs pad with.

@@ -1,0 +1,149 @@
+"""Question tokenizers: the paper's word vocabulary, or a pretrained (Hugging Face) tokenizer.
+
+Both turn questions into right-padded ids with a length, and say which *word* each token belongs
+to. Words are what people read and what grounding annotations point at: the regex words of
+``tokenize`` (``"What's on the table?"`` -> ``what's``, ``on``, ``the``, ``table``), whatever the
+tokenizer. Subword tokens map to the word their first character lies in; special tokens
+(``[CLS]``, ``[SEP]``) and punctuation outside every word map to -1.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vqa._io import resolve_pretrained
+from vqa.data.vocab import UNK, Vocabulary
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9?]", re.IGNORECASE)
+
+
+def word_spans(question: str) -> list[tuple[str, int, int]]:
+    """The question's words (lower case) with their character spans in ``question``."""
+    return [(m.group().lower(), m.start(), m.end()) for m in _WORD.finditer(question)]
+
+
+def tokenize(question: str) -> list[str]:
+    """Lower case, split words from punctuation, drop question marks (as common VQA preprocessing
+    does: "What's on the table?" -> ["what's", "on", "the", "table"])."""
+    return [w for w, _, _ in word_spans(question)]
+
+
+@dataclass
+class Encoded:
+    """A batch of questions: ``ids`` (N, T) right-padded, ``lengths`` (N,), ``words`` (N, T) the
+    word index of each token (-1: special, punctuation or padding)."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    words: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(N, T) bool, real tokens."""
+        return np.arange(self.ids.shape[1])[None] < self.lengths[:, None]
+
+
+class WordTokenizer:
+    """The paper's tokenisation: regex words looked up in a vocabulary (0 padding, 1 unknown)."""
+
+    kind = "words"
+    source = None
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def unknown_id(self) -> int | None:
+        return self.vocab.unknown_index
+
+    def encode(self, questions: Sequence[str], max_length: int) -> Encoded:
+        ids = np.zeros((len(questions), max_length), np.int64)
+        lengths = np.zeros(len(questions), np.int64)
+        for i, q in enumerate(questions):
+            row = self.vocab.encode(tokenize(q))[:max_length]
+            ids[i, :len(row)], lengths[i] = row, len(row)
+        words = np.where(np.arange(max_length)[None] < lengths[:, None],
+                         np.arange(max_length)[None], -1).astype(np.int16)
+        return Encoded(ids, lengths, words)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocabulary": self.vocab.tokens}
+
+
+class PretrainedTokenizer:
+    """An ``AutoTokenizer`` (fast) from a hub name, a local folder or ``package:folder``.
+
+    Its files travel with ``to_dict``, so a checkpoint tokenizes exactly as in training even where
+    the original name no longer resolves.
+    """
+
+    kind = "pretrained"
+
+    def __init__(self, source: str, files: dict[str, bytes] | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        self.source = source
+        with tempfile.TemporaryDirectory() as tmp:
+            if files is None:
+                AutoTokenizer.from_pretrained(resolve_pretrained(source)).save_pretrained(tmp)
+            else:
+                for name, data in files.items():
+                    (Path(tmp) / name).write_bytes(data)
+            # Read back before any use: calling a tokenizer changes what it saves (truncation).
+            self.files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+            self.tokenizer = AutoTokenizer.from_pretrained(tmp)
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"tokenizer {source!r}: a fast tokenizer is needed (for offsets)")
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def unknown_id(self) -> int | None:
+        return self.tokenizer.unk_token_id
+
+    def encode(self, questions: Sequence[str], max_length: int) -> Encoded:
+        enc = self.tokenizer(list(questions), truncation=True, max_length=max_length,
+                             return_offsets_mapping=True)
+        n = len(questions)
+        ids = np.full((n, max_length), self.tokenizer.pad_token_id or 0, np.int64)
+        words = np.full((n, max_length), -1, np.int16)
+        lengths = np.zeros(n, np.int64)
+        for i, (q, row, offsets) in enumerate(zip(questions, enc["input_ids"],
+                                                  enc["offset_mapping"], strict=True)):
+            ids[i, :len(row)], lengths[i] = row, len(row)
+            spans = word_spans(q)
+            starts = [s for _, s, _ in spans]
+            for t, (a, b) in enumerate(offsets):
+                w = bisect.bisect_right(starts, a) - 1
+                if b > a and w >= 0 and a < spans[w][2]:
+                    words[i, t] = w
+        return Encoded(ids, lengths, words)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source,
+                "files": {k: base64.b64encode(v).decode() for k, v in self.files.items()}}
+
+
+Tokenizer = WordTokenizer | PretrainedTokenizer
+
+
+def tokenizer_from_dict(d: dict[str, Any], where: str) -> Tokenizer:
+    if d.get("kind") == "words":
+        return WordTokenizer(Vocabulary(d["vocabulary"], UNK))
+    if d.get("kind") == "pretrained":
+        return PretrainedTokenizer(d["source"], {k: base64.b64decode(v)
+                                                 for k, v in d["files"].items()})
+    raise ValueError(f"{where}: unknown tokenizer kind {d.get('kind')!r}")
