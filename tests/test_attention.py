@@ -75,6 +75,18 @@ def test_grounding_scores_by_hand() -> None:
     assert out["word/word_hit"] == 50  # item 0 hit, item 1 missed
 
 
+def test_word_hit_is_scored_over_merged_words() -> None:
+    """Subword attention is summed into words before the most attended word is taken: "un ##bel"
+    (0.3 + 0.3) beats "red" (0.4); [CLS] (word -1) counts for no word."""
+    attention = torch.tensor([[[0.0, 0.3, 0.3, 0.4]]])  # (B=1, L=1, T=4): [CLS] un ##bel red
+    token_words = torch.tensor([[-1, 0, 0, 1]])
+    for referred, hit in (([0, 1, 1, 0], 100), ([0, 0, 0, 1], 0)):
+        metric = GroundingScores(levels=("word",))
+        metric.update(torch.ones(1, 1, 4) / 4, attention, torch.ones(1, 4, 4, dtype=torch.bool),
+                      torch.tensor([referred], dtype=torch.bool), (2, 2), token_words)
+        assert metric.compute()["word/word_hit"] == hit
+
+
 def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
     dm = VQADataModule(shapes_split(shapes_dir, "train"), shapes_split(shapes_dir, "val"),
                        image_size=32, max_question_length=16, batch_size=50)

@@ -168,6 +168,15 @@ def test_frozen_encoder_trains_from_cached_question_features(shapes_dir: Path,
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*-question-features-*.pkl")) == [
         "train", "val"]
 
+    # Grounding: the referring tokens are the subword tokens of the referring words.
+    ds = dm.dataset("val")
+    for i in range(20):
+        _, referring = ds.grounding(i)
+        referred = {int(w) for w in ds.data.words[i][referring.numpy()]}
+        assert referred == set(ds.examples[i].extra["grounding"]["word_positions"]) - {
+            p for p in ds.examples[i].extra["grounding"]["word_positions"]
+            if p not in ds.data.words[i]}  # unless cut at 12 tokens
+
     batch = collate([dm.dataset("val")[i] for i in range(8)])
     with torch.no_grad():
         live = model.question_encoder.hidden(batch["question"], batch["question_mask"])

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vqa.data.pipeline import InputPipeline
 from vqa.training.module import VQAModule
 from vqa.viz import LEVELS, figure
 
@@ -21,6 +22,7 @@ class UnknownWordsWarning(UserWarning):
 
 
 def unknown_words_message(question: str) -> str:
+    """The warning for a question none of whose words the model knows."""
     return (f"no word of {question!r} is in the model's vocabulary: the answer rests on the "
             "image alone")
 
@@ -73,8 +75,7 @@ class Inspector:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> Inspector:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: checkpoint not found")
+        InputPipeline.load(path)  # a clear error for files that are not our checkpoints
         return cls(VQAModule.load_from_checkpoint(path, map_location="cpu", weights_only=False))
 
     @torch.no_grad()

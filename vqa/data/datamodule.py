@@ -22,7 +22,7 @@ from vqa.data.preprocess import Preprocessed, cached, file_key, preprocess
 from vqa.data.question_features import QuestionFeatures, compute_question_features
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
-from vqa.data.vocab import answer_vocabulary, word_vocabulary
+from vqa.data.vocab import Vocabulary, answer_vocabulary, word_vocabulary
 from vqa.features import FeatureCache
 
 DEFAULT_IMAGE_SIZE, DEFAULT_MAX_QUESTION_LENGTH = 448, 26
@@ -139,13 +139,13 @@ class VQADataModule(pl.LightningDataModule):
         self._text_encoder: tuple[Callable, Any, torch.device] | None = None
         self._rows: dict[str, dict[int, int]] = {}  # question id -> row, per split (``view``)
         self._preprocessed: dict[str, tuple[str, Any]] = {}  # split -> (key, preprocessed)
+        self._question_features: dict[str, QuestionFeatures] = {}
 
     @property
     def pipeline(self) -> InputPipeline:
         """The input pipeline, built (or loaded) once."""
         if self._pipeline is None:
             self._pipeline = self._load_pipeline() if self.pipeline_path else self._build_pipeline()
-            self._check_features(self._pipeline)
         return self._pipeline
 
     @pipeline.setter
@@ -173,37 +173,21 @@ class VQADataModule(pl.LightningDataModule):
         words, answers = cached(self.cache_dir, "vocab", key, lambda: self._vocabularies(
             parts, source == "words"))
         tok = WordTokenizer(words) if source == "words" else PretrainedTokenizer(source)
-        grid, dim = None, None
-        cache = self._feature_cache()
-        if cache is not None:
+        size, grid, dim = self.image_size, None, None
+        cache = next((FeatureCache(p.features) for p in parts if p.features), None)
+        if cache is not None:  # the grid, feature size and (for display) image size it was made at
             grid, dim = tuple(cache.meta["grid"]), cache.shape[1]
+            extracted = cache.meta["settings"].get("image_size")
+            size = size or ((extracted, extracted) if isinstance(extracted, int) else None)
         return InputPipeline(tok, answers, self.max_question_length or DEFAULT_MAX_QUESTION_LENGTH,
-                             self.image_size or (DEFAULT_IMAGE_SIZE,) * 2, grid=grid,
-                             image_dim=dim)
+                             size or (DEFAULT_IMAGE_SIZE,) * 2, grid=grid, image_dim=dim)
 
-    def _vocabularies(self, parts: list[Split], words: bool) -> tuple[Any, Any]:
+    def _vocabularies(self, parts: list[Split], words: bool) -> tuple[Vocabulary | None, Vocabulary]:
         examples, _ = self._read(parts)
         vocab = word_vocabulary((tokenize(ex.question) for ex in examples),
                                 self.min_word_count) if words else None
         return vocab, answer_vocabulary((ex.multiple_choice_answer for ex in examples),
                                         self.num_answers)
-
-    def _feature_cache(self) -> FeatureCache | None:
-        """The first feature cache any configured split reads (grid and feature size)."""
-        for name in ("train", "val", "test", "predict"):
-            for part in self._split(name) if self.splits[name] is not None else []:
-                if part.features:
-                    return FeatureCache(part.features)
-        return None
-
-    def _check_features(self, p: InputPipeline) -> None:
-        cache = self._feature_cache()
-        if cache is None:
-            return
-        own = (tuple(cache.meta["grid"]), cache.shape[1])
-        if (p.grid is not None and tuple(p.grid) != own[0]) or p.image_dim not in (None, own[1]):
-            raise ValueError(f"feature cache {cache.folder} holds a {own[0]} grid of {own[1]}-d "
-                             f"features; the input pipeline expects {p.grid} x {p.image_dim}")
 
     def _read(self, parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
         """``_joined(parts)``, read once per data module (vocabularies and the training split
@@ -258,6 +242,7 @@ class VQADataModule(pl.LightningDataModule):
         """Serve ``question_features`` computed once by a frozen text encoder: ``encode`` maps
         (ids (B, T), mask (B, T)) to (B, T, L, H); ``key`` identifies it (cache file name)."""
         self._text_encoder = (encode, key, torch.device(device))
+        self._question_features.clear()
         self._datasets.clear()
         self._rows.clear()
 
@@ -265,11 +250,14 @@ class VQADataModule(pl.LightningDataModule):
         """The cached question features of split ``name`` (computed on first use)."""
         if self._text_encoder is None:
             return None
-        encode, encoder_key, device = self._text_encoder
-        data, _ = self.preprocessed(name)
-        key = [[p.key() for p in self._split(name)], self.pipeline.key(), encoder_key]
-        return cached(self.cache_dir, f"{name}-question-features", key,
-                      lambda: compute_question_features(data, encode, device=device))
+        if name not in self._question_features:
+            encode, encoder_key, device = self._text_encoder
+            data, _ = self.preprocessed(name)
+            key = [[p.key() for p in self._split(name)], self.pipeline.key(), encoder_key]
+            self._question_features[name] = cached(
+                self.cache_dir, f"{name}-question-features", key,
+                lambda: compute_question_features(data, encode, device=device))
+        return self._question_features[name]
 
     def dataset(self, name: str) -> VQADataset:
         """The dataset of split ``name`` (train, val, test, predict), built once."""
@@ -284,6 +272,8 @@ class VQADataModule(pl.LightningDataModule):
                 examples: list[Example]) -> ImageFiles | CachedFeatures:
         if all(p.features for p in parts):
             caches = [FeatureCache(p.features) for p in parts]
+            for cache in caches:
+                self._check_cache(cache)
             sources = CachedFeatures(caches)
             missing = {ex.image_id for ex in examples} - set().union(*(c.row for c in caches))
             if missing:
@@ -300,6 +290,13 @@ class VQADataModule(pl.LightningDataModule):
                                      subtype))
             start += n
         return ImageFiles(paths, self.pipeline, self.cache_images)
+
+    def _check_cache(self, cache: FeatureCache) -> None:
+        """A feature cache must hold the grid and feature size the pipeline (the model) expects."""
+        p, own = self.pipeline, (tuple(cache.meta["grid"]), cache.shape[1])
+        if (p.grid is not None and tuple(p.grid) != own[0]) or p.image_dim not in (None, own[1]):
+            raise ValueError(f"feature cache {cache.folder} holds a {own[0]} grid of {own[1]}-d "
+                             f"features; the input pipeline expects {p.grid} x {p.image_dim}")
 
     def view(self, name: str, question_id: int) -> ExampleView:
         """Question ``question_id`` of split ``name`` as the model reads it, with its image as
@@ -323,12 +320,14 @@ class VQADataModule(pl.LightningDataModule):
         """The image file of question ``index`` of a cached-features split, when the split names
         a folder that holds it."""
         data, sizes = self.preprocessed(name)
-        ex, start = data.examples[index], 0
+        start = 0
         for part, (subtype, n) in zip(self._split(name), sizes, strict=True):
             if start <= index < start + n and part.images:
-                path = Path(part.images) / part.image_template.format(
-                    image_id=ex.image_id, data_subtype=subtype)
-                return path if path.is_file() else None
+                try:
+                    return image_paths([data.examples[index]], part.images, part.image_template,
+                                       subtype)[data.examples[index].image_id]
+                except FileNotFoundError:
+                    return None
             start += n
         return None
 

@@ -4,7 +4,9 @@ An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float, "image_i
 (T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": () most common
 answer or -100, "answer_type": () index into ``ANSWER_TYPES`` or -1, "question_id": ()}``, plus
 ``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary) for multiple choice, and
-``"question_features": (T, L, H)`` when a frozen text encoder's features are cached.
+``"question_features": (T, L, H)`` when a frozen text encoder's features are cached. Grounded items
+(shapes) add ``"grounding_boxes": (H, W)``, ``"grounding_words": (T,)`` referring tokens and
+``"question_words": (T,)`` each token's word (-1: none).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from vqa.data.pipeline import InputPipeline
 from vqa.data.preprocess import Preprocessed
+from vqa.data.question_features import QuestionFeatures
 
 
 class ImageFiles:
@@ -86,9 +89,9 @@ class VQADataset(Dataset):
     ``CachedFeatures``); items carry ``image`` or ``features`` accordingly."""
 
     def __init__(self, data: Preprocessed, images: ImageFiles | CachedFeatures,
-                 num_answers: int, question_features: Any = None) -> None:
+                 num_answers: int, question_features: QuestionFeatures | None = None) -> None:
         self.data, self.images, self.num_answers = data, images, num_answers
-        self.question_features = question_features  # row -> (T_i, L, H), see QuestionFeatures
+        self.question_features = question_features
         self.examples = data.examples
         # Grounding ground truth (the shapes dataset): boxes and referring words per question.
         self.grounded = isinstance(images, ImageFiles) and any(
@@ -129,6 +132,7 @@ class VQADataset(Dataset):
             item["question_features"] = self.question_features.padded(i, len(question))
         if self.grounded:
             item["grounding_boxes"], item["grounding_words"] = self.grounding(i)
+            item["question_words"] = torch.from_numpy(d.words[i].astype(np.int64))  # (T,)
         return item
 
 
@@ -148,7 +152,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     if len(images) < len(items):
         batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])
     length = max(int(batch["question_mask"].sum(1).max()), 1)
-    for k in ("question", "question_mask", "question_features"):
+    for k in ("question", "question_mask", "question_features", "question_words"):
         if k in batch:
             batch[k] = batch[k][:, :length]  # (B, T, ...) -> (B, T_batch, ...)
     return batch

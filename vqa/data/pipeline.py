@@ -126,6 +126,7 @@ class InputPipeline:
         return replace(self, grid=grid)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``pipeline.json``, checkpoints); ``from_dict`` reads it back."""
         return {"format": FORMAT, "tokenizer": self.tokenizer.to_dict(),
                 "answers": self.answers.tokens, "max_question_length": self.max_question_length,
                 "image_size": list(self.image_size), "mean": list(self.mean),
@@ -146,16 +147,24 @@ class InputPipeline:
         return [d["tokenizer"], d["answers"], d["max_question_length"]]
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write ``pipeline.json`` atomically."""
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InputPipeline:
-        """From ``pipeline.json`` or from a checkpoint (``.ckpt``)."""
-        if str(path).endswith(".ckpt"):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: checkpoint not found")
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            if "vqa_pipeline" not in ckpt:
-                raise ValueError(f"{path}: checkpoint holds no input pipeline ('vqa_pipeline')")
-            return cls.from_dict(ckpt["vqa_pipeline"], str(path))
-        return cls.from_dict(read_json(path), str(path))
+        """From ``pipeline.json`` (a ``.json`` file) or from a checkpoint (any other file)."""
+        if str(path).endswith(".json"):
+            return cls.from_dict(read_json(path), str(path))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        return cls.from_checkpoint(torch.load(path, map_location="cpu", weights_only=False),
+                                   str(path))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], where: str) -> InputPipeline:
+        """The pipeline a checkpoint carries (key ``vqa_pipeline``)."""
+        if "vqa_pipeline" not in checkpoint:
+            older = " (it has 'vqa_vocab': written by an earlier version; retrain)" if (
+                "vqa_vocab" in checkpoint) else ""
+            raise ValueError(f"{where}: checkpoint holds no input pipeline{older}")
+        return cls.from_dict(checkpoint["vqa_pipeline"], where)

@@ -1,10 +1,11 @@
 """Question tokenizers: the paper's word vocabulary, or a pretrained (Hugging Face) tokenizer.
 
 Both turn questions into right-padded ids with a length, and say which *word* each token belongs
-to. Words are what people read and what grounding annotations point at: the regex words of
-``tokenize`` (``"What's on the table?"`` -> ``what's``, ``on``, ``the``, ``table``), whatever the
-tokenizer. Subword tokens map to the word their first character lies in; special tokens
-(``[CLS]``, ``[SEP]``) and punctuation outside every word map to -1.
+to. Words are what people read and what grounding annotations point at: the words of ``tokenize``
+(runs of letters and digits with an optional ``'s``-like suffix, and each punctuation mark but
+``?``: ``"What's on the table?"`` -> ``what's``, ``on``, ``the``, ``table``), whatever the tokenizer.
+A subword token maps to the word its characters overlap; special tokens (``[CLS]``, ``[SEP]``),
+question marks and padding map to -1.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class WordTokenizer:
         return self.vocab.unknown_index
 
     def encode(self, questions: Sequence[str], max_length: int) -> Encoded:
+        """Questions -> ``Encoded``; unknown words become ``<unk>``."""
         ids = np.zeros((len(questions), max_length), np.int64)
         lengths = np.zeros(len(questions), np.int64)
         for i, q in enumerate(questions):
@@ -85,8 +87,8 @@ class WordTokenizer:
 class PretrainedTokenizer:
     """An ``AutoTokenizer`` (fast) from a hub name, a local folder or ``package:folder``.
 
-    Its files travel with ``to_dict``, so a checkpoint tokenizes exactly as in training even where
-    the original name no longer resolves.
+    Its files, as loaded, travel with ``to_dict``: a checkpoint tokenizes exactly as in training.
+    (Building a ``TransformerQuestionEncoder`` still loads the model by ``source``.)
     """
 
     kind = "pretrained"
@@ -115,6 +117,7 @@ class PretrainedTokenizer:
         return self.tokenizer.unk_token_id
 
     def encode(self, questions: Sequence[str], max_length: int) -> Encoded:
+        """Questions -> ``Encoded``, special tokens included, cut at ``max_length``."""
         enc = self.tokenizer(list(questions), truncation=True, max_length=max_length,
                              return_offsets_mapping=True)
         n = len(questions)
@@ -127,8 +130,10 @@ class PretrainedTokenizer:
             spans = word_spans(q)
             starts = [s for _, s, _ in spans]
             for t, (a, b) in enumerate(offsets):
-                w = bisect.bisect_right(starts, a) - 1
-                if b > a and w >= 0 and a < spans[w][2]:
+                # The last word starting before the token ends, if the token reaches into it
+                # (some tokenizers' offsets include the space before a word).
+                w = bisect.bisect_left(starts, b) - 1
+                if b > a and w >= 0 and spans[w][2] > a:
                     words[i, t] = w
         return Encoded(ids, lengths, words)
 
@@ -141,6 +146,7 @@ Tokenizer = WordTokenizer | PretrainedTokenizer
 
 
 def tokenizer_from_dict(d: dict[str, Any], where: str) -> Tokenizer:
+    """The tokenizer ``to_dict`` saved (``where`` names the file in errors)."""
     if d.get("kind") == "words":
         return WordTokenizer(Vocabulary(d["vocabulary"], UNK))
     if d.get("kind") == "pretrained":

@@ -68,7 +68,7 @@ class HieCoAtt(nn.Module):
         if image_encoder is None and image_dim is None:
             raise ValueError("give an image_encoder, or image_dim for cached features")
         self.image_encoder = image_encoder
-        self.image_proj = nn.Linear(image_encoder.out_dim if image_encoder else image_dim, dim)
+        self.image_proj = nn.Linear(image_encoder.out_dim if image_encoder is not None else image_dim, dim)
         self.question_encoder = question_encoder(TextInputs(vocab_size, text_model), dim, dropout)
         self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
         self.head = RecursiveAnswerHead(dim, answer_hidden, num_answers, dropout)

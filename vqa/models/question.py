@@ -37,13 +37,22 @@ class TextInputs:
 
 class QuestionEncoder(nn.Module):
     """Interface: ``forward(question (B, T), mask (B, T), features=None)`` -> word, phrase and
-    question features, each (B, T, D). ``features`` are cached inputs (``TransformerQuestionEncoder``
-    when frozen); other encoders receive ``None``."""
+    question features, each (B, T, D). An encoder whose ``frozen`` is true also gives ``hidden``
+    and ``cache_key``: the data module then caches ``hidden``'s output once per question and
+    passes it back as ``features``; other encoders receive ``None``."""
 
-    frozen = False  # True: ``cache_key`` and ``hidden`` let the data cache what forward needs
+    frozen = False
 
     def forward(self, question: torch.Tensor, mask: torch.Tensor,
                 features: torch.Tensor | None = None) -> QuestionLevels:
+        raise NotImplementedError
+
+    def hidden(self, question: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What ``forward`` needs of the frozen part: (B, T) ids -> (B, T, ...) features."""
+        raise NotImplementedError
+
+    def cache_key(self) -> dict[str, Any]:
+        """What ``hidden``'s output depends on (a cache key)."""
         raise NotImplementedError
 
 

@@ -5,7 +5,8 @@ Per co-attention level, over questions that refer to at least one object (or wor
 * pointing accuracy: the most attended image region overlaps a referred object's box;
 * mass: the share of image attention inside the referred boxes (each region's weight spread
   evenly over its pixels);
-* word hit rate: the most attended word is one that refers to the object.
+* word hit rate: the most attended word is one that refers to the object (a word's subword
+  tokens' attention summed first, so every tokenizer is scored over the same words).
 
 States are sums, so the scores reduce correctly across processes.
 """
@@ -17,6 +18,21 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from vqa.viz import LEVELS
+
+
+def merge_words(attention: torch.Tensor, referred: torch.Tensor, words: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token attention (B, L, T) and referring tokens (B, T) -> word attention (B, L, W) and
+    referred words (B, W), given each token's word ``words`` (B, T) (-1: none, dropped)."""
+    b, levels, _ = attention.shape
+    real = words >= 0  # (B, T)
+    index = words.clamp(min=0)  # (B, T)
+    width = int(words.max().clamp(min=0)) + 1
+    merged = attention.new_zeros(b, levels, width).scatter_add_(
+        2, index[:, None].expand(-1, levels, -1), attention * real[:, None])  # (B, L, W)
+    hit = torch.zeros(b, width, dtype=torch.long, device=words.device).scatter_reduce_(
+        1, index, (referred & real).long(), "amax") > 0  # (B, W)
+    return merged, hit
 
 
 def region_cover(box_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -38,9 +54,11 @@ class GroundingScores(Metric):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, image_attention: torch.Tensor, question_attention: torch.Tensor,
-               box_mask: torch.Tensor, word_mask: torch.Tensor, grid: tuple[int, int]) -> None:
+               box_mask: torch.Tensor, word_mask: torch.Tensor, grid: tuple[int, int],
+               token_words: torch.Tensor | None = None) -> None:
         """``image_attention`` (B, L, N), ``question_attention`` (B, L, T), ``box_mask`` (B, H, W)
-        pixels inside referred boxes, ``word_mask`` (B, T') referring words (T' >= T)."""
+        pixels inside referred boxes, ``word_mask`` (B, T') referring tokens (T' >= T),
+        ``token_words`` (B, T') each token's word (-1: none; ``None``: tokens are words)."""
         cover = region_cover(box_mask, grid)  # (B, N)
         boxed = cover.sum(1) > 0  # (B,)
         top = image_attention.argmax(-1)  # (B, L)
@@ -49,7 +67,10 @@ class GroundingScores(Metric):
         self.pointing += pointing[boxed].sum(0).double()
         self.mass += mass[boxed].sum(0).double()
         self.boxed += boxed.sum()
-        words = word_mask[:, : question_attention.shape[-1]]  # (B, T)
+        t = question_attention.shape[-1]
+        words = word_mask[:, :t]  # (B, T)
+        if token_words is not None:
+            question_attention, words = merge_words(question_attention, words, token_words[:, :t])
         worded = words.any(1)  # (B,)
         hit = words.gather(1, question_attention.argmax(-1))  # (B, L)
         self.word_hit += hit[worded].sum(0).double()

@@ -12,6 +12,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from vqa.data.pipeline import InputPipeline
+from vqa.models.question import QuestionEncoder
 from vqa.training.grounding import GroundingScores
 from vqa.training.metrics import VQAAccuracy
 
@@ -101,7 +102,8 @@ class VQAModule(pl.LightningModule):
         if "grounding_boxes" in batch:
             self.grounding[stage].update(out["image_attention"], out["question_attention"],
                                          batch["grounding_boxes"], batch["grounding_words"],
-                                         self.attention_grid(out["image_attention"].shape[-1]))
+                                         self.attention_grid(out["image_attention"].shape[-1]),
+                                         batch["question_words"])
         return out  # answers and attention maps for callbacks, without a second forward pass
 
     def attention_grid(self, regions: int) -> tuple[int, int]:
@@ -181,29 +183,36 @@ class VQAModule(pl.LightningModule):
         if getattr(text, "frozen", False) and hasattr(dm, "use_question_features"):
             self._cache_question_features(dm, text, stage)
 
-    def _cache_question_features(self, dm: Any, text: nn.Module, stage: str) -> None:
+    def _cache_question_features(self, dm: Any, text: QuestionEncoder, stage: str) -> None:
         """Frozen text features of this stage's splits: one process computes them (on the
-        accelerator) into ``data.cache_dir`` while the others wait, then every process reads them."""
+        accelerator) into ``data.cache_dir`` while the others wait, then every process reads them.
+        A failure there stops every process, not only the one that computed."""
         trainer, device = self.trainer, self.trainer.strategy.root_device
         dm.use_question_features(text.hidden, text.cache_key(), device)
         names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
                  "predict": ("predict",)}[stage]
+        error: Exception | None = None
         if trainer.is_global_zero or dm.cache_dir is None:
             home = next(text.parameters()).device
-            text.to(device)
-            for name in names:
-                if dm.splits.get(name) is not None:
-                    dm.dataset(name)
-            text.to(home)
-        trainer.strategy.barrier("question features")
+            try:
+                text.to(device)
+                for name in names:
+                    if dm.splits.get(name) is not None:
+                        dm.question_features(name)
+            except Exception as e:  # re-raised below, once every process knows
+                error = e
+            finally:
+                text.to(home)
+        if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+            raise error or RuntimeError("computing the question features failed on another process")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.pipeline is not None:
             checkpoint["vqa_pipeline"] = self.pipeline.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "vqa_pipeline" in checkpoint:
-            self.pipeline = InputPipeline.from_dict(checkpoint["vqa_pipeline"], "checkpoint")
+        if "vqa_pipeline" in checkpoint or "vqa_vocab" in checkpoint:
+            self.pipeline = InputPipeline.from_checkpoint(checkpoint, "checkpoint")
         _drop_unused_first_step_w_g(checkpoint, {name for name, _ in self.named_buffers()})
 
 
