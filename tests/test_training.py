@@ -104,3 +104,17 @@ def test_checkpoint_reload_gives_identical_predictions(datamodule: VQADataModule
     trainer.fit(resumed, datamodule=datamodule, ckpt_path=tmp_path / "old.ckpt",
                 weights_only=False)
     assert trainer.current_epoch == 2
+
+
+def test_non_finite_loss_stops_training_without_a_checkpoint(datamodule: VQADataModule,
+                                                             tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = VQAModule(tiny_model(datamodule, AlternatingCoAttention))
+    with torch.no_grad():
+        module.model.head.w_h.bias[0] = float("nan")  # every logit row has a NaN: loss NaN
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, callbacks=[pl.callbacks.ModelCheckpoint(
+                             dirpath=tmp_path / "ckpt", save_last=True)])
+    with pytest.raises(FloatingPointError, match=r"train/loss is nan .* epoch 0, batch 0"):
+        trainer.fit(module, datamodule=datamodule)
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())

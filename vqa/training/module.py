@@ -82,8 +82,21 @@ class VQAModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch)["logits"], batch)
+        self._stop_if_not_finite(loss, batch, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
         return loss
+
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:
+        """A NaN or infinite loss on any process stops every process before the optimiser step,
+        so no checkpoint ever holds the weights it would produce."""
+        bad = not bool(torch.isfinite(loss))
+        if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
+            where = (f"train/loss is {loss.item()} on this process" if bad
+                     else "train/loss is not finite on another process")
+            raise FloatingPointError(
+                f"{where} at epoch {self.current_epoch}, batch {batch_idx} (global step "
+                f"{self.global_step}; question ids {batch['question_id'][:8].tolist()}): "
+                "training stopped before the optimiser step")
 
     def _answer_logits(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         """Logits the answer is picked from: all answers, or a multiple-choice question's
