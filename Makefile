@@ -24,8 +24,9 @@ $(SHAPES)/v2_shapes_val_annotations.json: | $(STAMP)
 
 # Generate the shapes data, train, validate the best checkpoint (prints accuracy and the grounding
 # scores of each attention level), answer the validation split with it and score the answers.
+# Each `make demo` starts the demo run over (--overwrite); a plain `vqa fit` refuses to.
 demo: setup $(SHAPES)/v2_shapes_val_annotations.json
-	$(BIN)/vqa fit -c $(CONFIG)
+	$(BIN)/vqa fit -c $(CONFIG) --overwrite
 	$(BIN)/vqa validate -c $(CONFIG) --ckpt_path $(RUN)/checkpoints/best.ckpt
 	$(BIN)/vqa predict -c $(CONFIG) --ckpt_path $(RUN)/checkpoints/best.ckpt
 	$(BIN)/vqa evaluate --questions $(SHAPES)/v2_OpenEnded_shapes_val_questions.json \
@@ -34,7 +35,7 @@ demo: setup $(SHAPES)/v2_shapes_val_annotations.json
 
 # The same training with the image features zeroed: the shapes questions need the image.
 question-only: setup $(SHAPES)/v2_shapes_val_annotations.json
-	$(BIN)/vqa fit -c $(CONFIG) -c configs/shapes/question_only.yaml
+	$(BIN)/vqa fit -c $(CONFIG) -c configs/shapes/question_only.yaml --overwrite
 	$(BIN)/vqa predict -c $(CONFIG) -c configs/shapes/question_only.yaml \
 		--ckpt_path runs/shapes/question_only/checkpoints/best.ckpt
 	$(BIN)/vqa evaluate --questions $(SHAPES)/v2_OpenEnded_shapes_val_questions.json \

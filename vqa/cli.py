@@ -36,6 +36,25 @@ class VQACLI(LightningCLI):
                                ("image_dim", "image_dim"), ("text_model", "text_model")):
             parser.link_arguments(f"data.{source}", f"model.model.init_args.{target}",
                                   apply_on="instantiate")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="let `fit` replace the checkpoints of an earlier run in the same "
+                                 "folder (without it, `fit` refuses)")
+
+    def before_fit(self) -> None:
+        """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path``),
+        write elsewhere, or say ``--overwrite``."""
+        cfg = self.config[self.subcommand]
+        if cfg.get("ckpt_path") or cfg.get("overwrite"):
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            found = sorted(p.name for p in Path(folder).glob("*.ckpt")) if folder else []
+            if found:
+                raise ValueError(
+                    f"{folder} already holds the checkpoints of an earlier run ({', '.join(found)}); "
+                    f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
+                    "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
+                    "--overwrite")
 
     def before_instantiate_classes(self) -> None:
         # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.

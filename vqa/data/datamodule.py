@@ -340,8 +340,11 @@ class VQADataModule(pl.LightningDataModule):
         ds = self.dataset(name)
         trainer = self.trainer
         on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        # Its own generator: creating a loader's iterator then draws no number from the global
+        # generator, so a resumed run's dropout masks follow the checkpoint's saved state.
         common = {"num_workers": self.num_workers, "collate_fn": collate, "pin_memory": on_gpu,
-                  "persistent_workers": self.num_workers > 0}
+                  "persistent_workers": self.num_workers > 0,
+                  "generator": torch.Generator().manual_seed(self.seed)}
         world, rank = self._processes()
         if shuffle and self.group_by_image:
             sampler = ImageGroupedSampler([ex.image_id for ex in ds.examples], self.batch_size,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
 from vqa.data.pipeline import InputPipeline
@@ -220,12 +223,29 @@ class VQAModule(pl.LightningModule):
             raise error or RuntimeError("computing the question features failed on another process")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The input pipeline, and the random number generators' states (a resumed run draws
+        the same dropout masks as one that was never stopped)."""
         if self.pipeline is not None:
             checkpoint["vqa_pipeline"] = self.pipeline.to_dict()
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()  # plain types: weights_only
+        checkpoint["vqa_rng"] = {"torch": torch.get_rng_state(),
+                                 "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                           int(has_gauss), float(gauss)),
+                                 "python": random.getstate(),
+                                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                                 else []}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "vqa_pipeline" in checkpoint or "vqa_vocab" in checkpoint:
             self.pipeline = InputPipeline.from_checkpoint(checkpoint, "checkpoint")
+        rng = checkpoint.get("vqa_rng")
+        if rng and self._trainer is not None and self._trainer.state.fn == TrainerFn.FITTING:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
+            if rng["cuda"] and torch.cuda.device_count() == len(rng["cuda"]):
+                torch.cuda.set_rng_state_all(rng["cuda"])
         _drop_unused_first_step_w_g(checkpoint, {name for name, _ in self.named_buffers()})
 
 

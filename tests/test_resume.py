@@ -1,0 +1,110 @@
+"""Runs are never overwritten, and a `vqa fit` killed with SIGKILL mid-epoch resumes exactly."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import shapes_split
+
+ROOT = Path(__file__).resolve().parents[1]
+VQA = str(Path(sys.executable).parent / "vqa")
+
+
+def write_overlay(folder: Path, shapes_dir: Path) -> str:
+    """Three short epochs of the shapes config on the tiny set, deterministic, CSV logs only,
+    `last.ckpt` every 5 steps."""
+    ckpt = "runs/shapes/alternating/checkpoints"
+    data = {s: {**vars(shapes_split(shapes_dir, s))} for s in ("train", "val")}
+    cfg = {
+        "trainer": {"max_epochs": 3, "deterministic": True, "enable_progress_bar": False,
+                    "log_every_n_steps": 1,
+                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                               "init_args": {"save_dir": "runs/shapes/alternating", "name": "logs"}},
+                    "callbacks": [
+                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                         "init_args": {"dirpath": ckpt, "filename": "best", "monitor": "val/vqa_acc",
+                                       "mode": "max", "save_last": True,
+                                       "enable_version_counter": False}},
+                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                         "init_args": {"dirpath": ckpt, "save_last": True, "save_top_k": 0,
+                                       "every_n_train_steps": 5}}]},
+        "model": {"model": {"init_args": {"dropout": 0.2}}},  # dropout: the RNG must resume too
+        "data": {**data, "batch_size": 16},
+    }
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    return str(folder / "tiny.yaml")
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([VQA, *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The weights of the run's last checkpoint and the last validation row of its newest log."""
+    ckpt = torch.load(run / "runs/shapes/alternating/checkpoints/last.ckpt", weights_only=False)
+    logs = sorted((run / "runs/shapes/alternating/logs").glob("version_*"),
+                  key=lambda p: int(p.name.split("_")[1]))
+    with open(logs[-1] / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/vqa_acc")]
+    return ckpt["state_dict"], rows[-1]
+
+
+def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path: Path) -> None:
+    config = ["-c", str(ROOT / "configs/shapes/alternating.yaml"),
+              "-c", write_overlay(tmp_path, shapes_dir)]
+    whole = tmp_path / "whole"
+    finish(start(["fit", *config], whole))
+
+    killed = tmp_path / "killed"
+    proc = start(["fit", *config], killed)
+    last = killed / "runs/shapes/alternating/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists():  # the first in-epoch checkpoint (step 5 of about 19)
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    step = torch.load(last, weights_only=False)["global_step"]
+    assert 0 < step < 19, step  # killed in the first epoch, after its first checkpoint
+
+    out = finish(start(["fit", *config, "--ckpt_path", "last"], killed))
+    assert "Restoring states from the checkpoint" in out or "Restored all states" in out
+    weights, metrics = final_state(whole)
+    resumed_weights, resumed_metrics = final_state(killed)
+    assert weights.keys() == resumed_weights.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(resumed_weights[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert resumed_metrics["epoch"] == metrics["epoch"] == "2"
+    for key in ("val/vqa_acc", "val/loss"):
+        assert float(resumed_metrics[key]) == pytest.approx(float(metrics[key]), rel=1e-5), key
+
+
+def test_fit_refuses_to_replace_an_earlier_runs_checkpoints(shapes_dir: Path,
+                                                            tmp_path: Path) -> None:
+    config = ["-c", str(ROOT / "configs/shapes/alternating.yaml"),
+              "-c", write_overlay(tmp_path, shapes_dir), "--trainer.max_epochs", "1"]
+    finish(start(["fit", *config], tmp_path / "run"))
+    best = tmp_path / "run/runs/shapes/alternating/checkpoints/best.ckpt"
+    before = best.read_bytes()
+    proc = start(["fit", *config], tmp_path / "run")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "already holds the checkpoints of an earlier run (best.ckpt, last.ckpt)" in out
+    assert best.read_bytes() == before
+    finish(start(["fit", *config, "--overwrite"], tmp_path / "run"))
+    assert best.read_bytes() != before
