@@ -1,6 +1,9 @@
 """The real `vqa` command: fit one epoch on a tiny shapes set, validate, predict, evaluate."""
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,32 @@ def test_train_plus_val_then_test_dev_submission(shapes_dir: Path, tmp_path: Pat
     results = json.loads(Path("runs/vqa2/trainval/results_test-dev.json").read_text())
     questions = json.loads(Path(test_dev["questions"]).read_text())["questions"]
     assert sorted(r["question_id"] for r in results) == sorted(q["question_id"] for q in questions)
+
+
+def test_help_lists_every_command_and_tools_start_without_torch(shapes_dir: Path,
+                                                                tmp_path: Path) -> None:
+    vqa = str(Path(sys.executable).parent / "vqa")
+    out = subprocess.run([vqa, "--help"], capture_output=True, text=True, check=True).stdout
+    for name in ("fit", "validate", "test", "predict", "make-shapes", "evaluate",
+                 "extract-features", "check-features", "attend"):
+        assert re.search(rf"^  {name} +\S", out, re.MULTILINE), name
+    val = split(shapes_dir, "val")
+    annotations = json.loads(Path(val["annotations"]).read_text())["annotations"]
+    (tmp_path / "r.json").write_text(json.dumps(
+        [{"question_id": a["question_id"], "answer": a["multiple_choice_answer"]}
+         for a in annotations]))
+    probe = ("import sys\nfrom vqa.cli import main\ntry:\n    main(sys.argv[1:])\n"
+             "except SystemExit as e:\n    print(e)\n"
+             "print('imported:', [m for m in ('torch', 'pytorch_lightning') if m in sys.modules])")
+    printed = {}
+    for args in (["make-shapes", "--out", str(tmp_path / "s"), "--train", "10", "--val", "5"],
+                 ["evaluate", "--questions", val["questions"], "--annotations",
+                  val["annotations"], "--results", str(tmp_path / "r.json")],
+                 ["check-features", "--cache", str(tmp_path / "none")]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                             check=True).stdout
+        assert out.rstrip().endswith("imported: []"), (args, out)
+        printed[args[0]] = out
+    assert "shapes dataset written" in printed["make-shapes"]
+    assert "100.00" in printed["evaluate"]  # the humans' own most common answers
+    assert "error: " in printed["check-features"] and "no feature cache here" in printed["check-features"]

@@ -97,7 +97,7 @@ def test_validate_predict_attend_use_the_checkpoints_pipeline(trained, shapes_di
         (tmp_path / "in_training.json").read_text())
 
     # An explicit setting that contradicts the checkpoint is refused, not mixed in.
-    with pytest.raises(ValueError, match=r"max_question_length is 12 but .* was trained with 10"):
+    with pytest.raises(SystemExit, match=r"error: data.max_question_length is 12 but .* with 10"):
         main(["validate", "-c", "base.yaml", "--data.max_question_length", "12", "--ckpt_path", ckpt])
 
     # `vqa attend` / Inspector: the same image size, grid and tokens, the same answer.

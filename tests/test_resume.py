@@ -104,6 +104,7 @@ def test_fit_refuses_to_replace_an_earlier_runs_checkpoints(shapes_dir: Path,
     proc = start(["fit", *config], tmp_path / "run")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
+    assert "error: " in out and "Traceback" not in out  # one line, no traceback
     assert "already holds the checkpoints of an earlier run (best.ckpt, last.ckpt)" in out
     assert best.read_bytes() == before
     finish(start(["fit", *config, "--overwrite"], tmp_path / "run"))

@@ -16,52 +16,32 @@ import os
 import sys
 import warnings
 from pathlib import Path
-
-from pytorch_lightning.cli import LightningCLI
+from typing import TYPE_CHECKING
 
 from vqa._io import atomic_save
-from vqa.data.datamodule import VQADataModule
-from vqa.training.module import VQAModule
 
-TOOLS = ("make-shapes", "evaluate", "extract-features", "check-features", "attend")
+if TYPE_CHECKING:  # Lightning is imported by the subcommands that train: the tools start fast
+    from pytorch_lightning.cli import LightningCLI
 
-
-class VQACLI(LightningCLI):
-    """Links the sizes the data's input pipeline determines into the model, and evaluates a
-    checkpoint with its own pipeline."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        for source, target in (("question_vocab_size", "vocab_size"),
-                               ("answer_vocab_size", "num_answers"),
-                               ("image_dim", "image_dim"), ("text_model", "text_model")):
-            parser.link_arguments(f"data.{source}", f"model.model.init_args.{target}",
-                                  apply_on="instantiate")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="let `fit` replace the checkpoints of an earlier run in the same "
-                                 "folder (without it, `fit` refuses)")
-
-    def before_fit(self) -> None:
-        """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path``),
-        write elsewhere, or say ``--overwrite``."""
-        cfg = self.config[self.subcommand]
-        if cfg.get("ckpt_path") or cfg.get("overwrite"):
-            return
-        for callback in self.trainer.checkpoint_callbacks:
-            folder = getattr(callback, "dirpath", None)
-            found = sorted(p.name for p in Path(folder).glob("*.ckpt")) if folder else []
-            if found:
-                raise ValueError(
-                    f"{folder} already holds the checkpoints of an earlier run ({', '.join(found)}); "
-                    f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
-                    "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
-                    "--overwrite")
-
-    def before_instantiate_classes(self) -> None:
-        # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.
-        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
-        ckpt = cfg.get("ckpt_path") if cfg is not None else None
-        if ckpt and os.path.isfile(ckpt) and not cfg.data.pipeline:  # not "last" / "best"
-            cfg.data.pipeline = str(ckpt)
+LIGHTNING = {
+    "fit": "train a model (-c CONFIG.yaml ...; resume with --ckpt_path last)",
+    "validate": "score a checkpoint on the val split (--ckpt_path CKPT)",
+    "test": "score a checkpoint on the test split (--ckpt_path CKPT)",
+    "predict": "answer the predict split and write the official results file (--ckpt_path CKPT)",
+}
+TOOLS = {
+    "make-shapes": "generate the shapes dataset in the VQA v2 format",
+    "evaluate": "official VQA accuracy of a results file",
+    "extract-features": "cache the grid features of an image folder (resumable)",
+    "check-features": "verify a feature cache (and that it holds the images of some questions)",
+    "attend": "answer a question about an image and draw where each level attended",
+}
+USAGE = "\n".join([
+    "usage: vqa COMMAND [options]      (vqa COMMAND --help: the command's options)", "",
+    "Training and evaluation (LightningCLI; every config key is an option):",
+    *(f"  {name:<18}{text}" for name, text in LIGHTNING.items()), "", "Tools:",
+    *(f"  {name:<18}{text}" for name, text in TOOLS.items()), "",
+    "Errors print one line; set VQA_DEBUG=1 for the traceback."])
 
 
 def make_shapes_main(argv: list[str]) -> None:
@@ -197,8 +177,15 @@ def wandb_offline_unless_logged_in() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``vqa`` command (``argv``: its arguments, default ``sys.argv[1:]``)."""
-    run(argv)
+    """The ``vqa`` command (``argv``: its arguments, default ``sys.argv[1:]``). Errors that name
+    their cause (bad input, a refused run) print one ``error:`` line and exit 1; ``VQA_DEBUG=1``
+    shows the traceback instead."""
+    try:
+        run(argv)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        if os.environ.get("VQA_DEBUG"):
+            raise
+        sys.exit(f"error: {e}")
 
 
 def run(argv: list[str] | None = None) -> LightningCLI | None:
@@ -207,14 +194,20 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
     wandb_offline_unless_logged_in()
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in TOOLS:
-        try:
-            {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
-             "extract-features": extract_features_main,
-             "check-features": check_features_main, "attend": attend_main}[argv[0]](argv[1:])
-        except (ValueError, FileNotFoundError) as e:
-            sys.exit(f"error: {e}")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
         return None
+    if argv[0] in TOOLS:
+        {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
+         "extract-features": extract_features_main, "check-features": check_features_main,
+         "attend": attend_main}[argv[0]](argv[1:])
+        return None
+    if argv[0] not in LIGHTNING:
+        raise ValueError(f"unknown command {argv[0]!r}; `vqa --help` lists them")
+    from vqa.data.datamodule import VQADataModule
+    from vqa.training.lightning_cli import VQACLI
+    from vqa.training.module import VQAModule
+
     return VQACLI(VQAModule, VQADataModule, args=None if from_shell else argv,
            save_config_kwargs={"overwrite": True},
            parser_kwargs={"description": __doc__})

@@ -19,15 +19,15 @@ import re
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vqa._io import read_json, write_json
-from vqa.data.pipeline import load_image, normalize_image
+
+if TYPE_CHECKING:  # torch is imported where it is used: `vqa check-features` starts without it
+    import torch
 
 FORMAT = "vqa-features/1"
 INDEX, ARRAY = "index.json", "features.npy"
@@ -84,6 +84,8 @@ class FeatureCache:
         return image_id in self.row
 
     def __getitem__(self, image_id: int) -> torch.Tensor:
+        import torch
+
         row = self.row.get(image_id)
         if row is None:
             raise KeyError(f"{self.folder}: image {image_id} is not in the feature cache")
@@ -103,17 +105,6 @@ def read_index(folder: Path) -> dict[str, Any]:
     return meta
 
 
-class _Images(Dataset):
-    def __init__(self, paths: Sequence[Path], size: int) -> None:
-        self.paths, self.size = paths, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return load_image(self.paths[i], (self.size, self.size))  # (3, S, S) uint8
-
-
 def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: torch.nn.Module,
                      settings: dict[str, Any], image_size: int, batch_size: int = 32,
                      num_workers: int = 0, device: str = "auto", progress: bool = True
@@ -124,6 +115,11 @@ def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: t
     with other settings or another image set is an error. On a GPU the backbone runs under
     bfloat16/float16 autocast; features are stored as float16 either way.
     """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from vqa.data.pipeline import normalize_image
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if device == "auto":
@@ -133,7 +129,7 @@ def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: t
     meta = _resume_or_start(out, ids, settings, encoder, image_size, device)
     array = np.load(out / ARRAY, mmap_mode="r+")
     done = meta["done"]
-    loader = DataLoader(_Images([images[i] for i in ids[done:]], image_size), batch_size,
+    loader = DataLoader(_ImageList([images[i] for i in ids[done:]], image_size), batch_size,
                         num_workers=num_workers)
     autocast = torch.autocast("cuda", torch.float16) if device.startswith("cuda") else nullcontext()
     bar = tqdm(total=len(ids), initial=done, desc="extracting features", unit="img",
@@ -152,6 +148,21 @@ def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: t
     return FeatureCache(out)
 
 
+class _ImageList:
+    """Image files as (3, S, S) uint8 tensors, for a ``DataLoader``."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from vqa.data.pipeline import load_image
+
+        return load_image(self.paths[i], (self.size, self.size))  # (3, S, S) uint8
+
+
 def _resume_or_start(out: Path, ids: list[int], settings: dict[str, Any], encoder: torch.nn.Module,
                      image_size: int, device: str) -> dict[str, Any]:
     if (out / INDEX).is_file():
@@ -164,6 +175,8 @@ def _resume_or_start(out: Path, ids: list[int], settings: dict[str, Any], encode
                              f"image ids; the folder now has {len(ids)}")
         if meta["done"] > 0 or (out / ARRAY).is_file():
             return meta
+    import torch
+
     with torch.inference_mode():
         probe = encoder(torch.zeros(1, 3, image_size, image_size, device=device))  # (1, N, C)
     shape = list(probe.shape[1:])

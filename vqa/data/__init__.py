@@ -1,15 +1,25 @@
-"""Official VQA formats, answer normalisation, the input pipeline, datasets and the shapes generator."""
+"""Official VQA formats, answer normalisation, the input pipeline, datasets and the shapes generator.
 
-from vqa.data.datamodule import Split, VQADataModule
-from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
-from vqa.data.formats import ANSWER_TYPES, Example, image_paths, load_cocoqa, load_vqa
-from vqa.data.pipeline import InputPipeline
-from vqa.data.preprocess import Preprocessed, preprocess, soft_targets
-from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
-from vqa.data.vocab import Vocabulary
+Names are imported on first use, so that ``vqa.data.answers`` or ``vqa.data.formats`` (what
+``vqa evaluate`` needs) load without torch or Lightning.
+"""
 
-__all__ = [
-    "ANSWER_TYPES", "CachedFeatures", "Example", "ImageFiles", "InputPipeline", "Preprocessed",
-    "PretrainedTokenizer", "Split", "VQADataModule", "VQADataset", "Vocabulary", "WordTokenizer",
-    "collate", "image_paths", "load_cocoqa", "load_vqa", "preprocess", "soft_targets", "tokenize",
-]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "Split": "datamodule", "VQADataModule": "datamodule", "CachedFeatures": "dataset",
+    "ImageFiles": "dataset", "VQADataset": "dataset", "collate": "dataset",
+    "ANSWER_TYPES": "formats", "Example": "formats", "image_paths": "formats",
+    "load_cocoqa": "formats", "load_vqa": "formats", "InputPipeline": "pipeline",
+    "Preprocessed": "preprocess", "preprocess": "preprocess", "soft_targets": "preprocess",
+    "PretrainedTokenizer": "tokenizers", "WordTokenizer": "tokenizers", "tokenize": "tokenizers",
+    "Vocabulary": "vocab",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'vqa.data' has no attribute {name!r}")
+    return getattr(import_module(f"vqa.data.{_WHERE[name]}"), name)

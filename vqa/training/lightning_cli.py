@@ -1,0 +1,46 @@
+"""``VQACLI``: the LightningCLI behind ``vqa fit | validate | test | predict``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytorch_lightning.cli import LightningCLI
+
+
+class VQACLI(LightningCLI):
+    """Links the sizes the data's input pipeline determines into the model, and evaluates a
+    checkpoint with its own pipeline."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for source, target in (("question_vocab_size", "vocab_size"),
+                               ("answer_vocab_size", "num_answers"),
+                               ("image_dim", "image_dim"), ("text_model", "text_model")):
+            parser.link_arguments(f"data.{source}", f"model.model.init_args.{target}",
+                                  apply_on="instantiate")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="let `fit` replace the checkpoints of an earlier run in the same "
+                                 "folder (without it, `fit` refuses)")
+
+    def before_fit(self) -> None:
+        """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path``),
+        write elsewhere, or say ``--overwrite``."""
+        cfg = self.config[self.subcommand]
+        if cfg.get("ckpt_path") or cfg.get("overwrite"):
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = getattr(callback, "dirpath", None)
+            found = sorted(p.name for p in Path(folder).glob("*.ckpt")) if folder else []
+            if found:
+                raise ValueError(
+                    f"{folder} already holds the checkpoints of an earlier run ({', '.join(found)}); "
+                    f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
+                    "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
+                    "--overwrite")
+
+    def before_instantiate_classes(self) -> None:
+        # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.
+        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        ckpt = cfg.get("ckpt_path") if cfg is not None else None
+        if ckpt and os.path.isfile(ckpt) and not cfg.data.pipeline:  # not "last" / "best"
+            cfg.data.pipeline = str(ckpt)
