@@ -76,7 +76,7 @@ class Inspector:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> Inspector:
         InputPipeline.load(path)  # a clear error for files that are not our checkpoints
-        return cls(VQAModule.load_from_checkpoint(path, map_location="cpu", weights_only=False))
+        return cls(VQAModule.load_from_checkpoint(path, map_location="cpu", weights_only=True))
 
     @torch.no_grad()
     def ask(self, image: str | os.PathLike | Image.Image, question: str, k: int = 5) -> Answer:

@@ -22,6 +22,7 @@ from typing import Any
 from vqa._io import gc_paused, read_json
 
 ANSWER_TYPES: tuple[str, ...] = ("yes/no", "number", "other")
+HUMAN_ANSWERS = 10
 COCO_TEMPLATE = "COCO_{data_subtype}_{image_id:012d}.jpg"
 _QUESTION_FIELDS = {"image_id": int, "question": str, "question_id": int}
 _ANNOTATION_FIELDS = {"question_id": int, "image_id": int, "question_type": str,
@@ -67,9 +68,12 @@ def _records(path: str | os.PathLike, data: Any, key: str, fields: dict[str, typ
 
 
 def _answers(path: str | os.PathLike, ann: dict) -> tuple[str, ...]:
+    """The human answers of an annotation: exactly ``HUMAN_ANSWERS`` (the VQA accuracy takes the
+    mean over the 10 subsets of 9; with fewer, a perfect answer scores less than 100)."""
     qid = ann["question_id"]
-    if not ann["answers"]:
-        raise ValueError(f"{path}: question_id {qid} has an empty 'answers' list")
+    if len(ann["answers"]) != HUMAN_ANSWERS:
+        raise ValueError(f"{path}: question_id {qid} has {len(ann['answers'])} answers; the VQA "
+                         f"format has {HUMAN_ANSWERS} per question")
     for i, a in enumerate(ann["answers"]):
         if not isinstance(a, dict) or not isinstance(a.get("answer"), str):
             raise ValueError(f"{path}: question_id {qid} answer {i} should be an object with a "
@@ -91,6 +95,10 @@ def _load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | Non
               ) -> tuple[list[Example], str | None]:
     data = read_json(questions)
     qs = _records(questions, data, "questions", _QUESTION_FIELDS)
+    for qid, q in qs.items():
+        if not q["question"].strip():
+            raise ValueError(f"{questions}: question_id {qid} has an empty question "
+                             f"({q['question']!r}); a question needs at least one word")
     subtype = data.get("data_subtype")
     choices = {qid: _choices(questions, q) for qid, q in qs.items()}
     if annotations is None:
@@ -159,6 +167,8 @@ def load_cocoqa(folder: str | os.PathLike) -> list[Example]:
             raise ValueError(f"{folder / 'types.txt'}: {line}: expected a type 0-3, got {kind!r}")
         if not answer.strip():
             raise ValueError(f"{folder / 'answers.txt'}: {line}: empty answer")
+        if not question.strip():
+            raise ValueError(f"{folder / 'questions.txt'}: {line}: empty question")
         qtype = COCOQA_TYPES[int(kind)]
         examples.append(Example(i, int(image_id), question.strip(), (answer.strip(),),
                                 "number" if qtype == "number" else "other", qtype,

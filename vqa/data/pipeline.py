@@ -48,6 +48,22 @@ def normalize_image(image: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN
     return (image.float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint of ours, read without running code from it (``weights_only``); a file that is
+    missing or is not such a checkpoint is an error naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError (truncated)...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
+                         ) from e
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a checkpoint of `vqa fit` (no 'state_dict')")
+    return checkpoint
+
+
 @dataclass
 class Question:
     """One encoded question: ``ids`` (T,), ``mask`` (T,) bool, ``words`` the question's words,
@@ -155,10 +171,7 @@ class InputPipeline:
         """From ``pipeline.json`` (a ``.json`` file) or from a checkpoint (any other file)."""
         if str(path).endswith(".json"):
             return cls.from_dict(read_json(path), str(path))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        return cls.from_checkpoint(torch.load(path, map_location="cpu", weights_only=False),
-                                   str(path))
+        return cls.from_checkpoint(read_checkpoint(path), str(path))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], where: str) -> InputPipeline:

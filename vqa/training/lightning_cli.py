@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
 
+from vqa.data.pipeline import read_checkpoint
+
 
 class VQACLI(LightningCLI):
     """Links the sizes the data's input pipeline determines into the model, and evaluates a
@@ -37,6 +39,16 @@ class VQACLI(LightningCLI):
                     f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
                     "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
                     "--overwrite")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the checkpoint's hyperparameters here: a file that is not one of our
+        checkpoints gets an error naming it first."""
+        name = self.config.get("subcommand")
+        ckpt = self.config[name].get("ckpt_path") if name else None
+        named = ckpt in ("best", "last", "hpc") or str(ckpt).startswith("registry")
+        if ckpt and not named:
+            read_checkpoint(ckpt)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.
