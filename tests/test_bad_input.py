@@ -2,12 +2,16 @@
 was expected, a non-zero exit, no traceback. (Bad dataset files: tests/test_formats.py; a run that
 would replace another's checkpoints: tests/test_resume.py; a NaN loss: tests/test_training.py.)"""
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import shapes_split
 
 from vqa.cli import main
+from vqa.data import VQADataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +63,21 @@ def test_bad_checkpoint_for_validate(make, message: str, tmp_path: Path,
     with pytest.raises(SystemExit, match="^error: .*" + message):
         main(["validate", "-c", str(ROOT / "configs/shapes/alternating.yaml"),
               "--ckpt_path", str(ckpt)])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (lambda png: png[: len(png) // 2], r"cannot decode the image \(OSError: image file is truncated"),
+    (lambda png: b"", r"cannot decode the image \(UnidentifiedImageError"),
+    (lambda png: b"just text\n", r"cannot decode the image \(UnidentifiedImageError"),
+])
+def test_undecodable_image_is_named(content, message: str, shapes_dir: Path,
+                                    tmp_path: Path) -> None:
+    """A truncated, zero-byte or non-image file fails where it is read, naming the file."""
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, root)
+    victim = sorted((root / "val").glob("*.png"))[3]
+    victim.write_bytes(content(victim.read_bytes()))
+    dm = VQADataModule(shapes_split(root, "train"), shapes_split(root, "val"), image_size=32,
+                       cache_images=True)
+    with pytest.raises(ValueError, match=re.escape(str(victim)) + ": " + message):
+        dm.dataset("val")

@@ -22,6 +22,9 @@ def datamodule(shapes_dir: Path) -> VQADataModule:
 def test_tokenize() -> None:
     assert tokenize("What's on the table?") == ["what's", "on", "the", "table"]
     assert tokenize("Is the red circle left of the blue square?")[2:4] == ["red", "circle"]
+    # Letters of any script stay in their word.
+    assert tokenize("Is the cœur CAFÉ-coloured?") == ["is", "the", "cœur", "café", "-", "coloured"]
+    assert tokenize("Какого цвета кот?") == ["какого", "цвета", "кот"]
 
 
 def test_items_and_soft_targets(datamodule: VQADataModule) -> None:

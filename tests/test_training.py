@@ -1,5 +1,6 @@
 """Both co-attention variants learn; checkpoints reload to identical predictions."""
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,28 @@ def test_non_finite_loss_stops_training_without_a_checkpoint(datamodule: VQAData
     with pytest.raises(FloatingPointError, match=r"train/loss is nan .* epoch 0, batch 0"):
         trainer.fit(module, datamodule=datamodule)
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
+@pytest.mark.parametrize("scheduler", ["MultiStepLR", "OneCycleLR"])
+def test_max_epochs_minus_one_trains_until_stopped(datamodule: VQADataModule, tmp_path: Path,
+                                                   scheduler: str) -> None:
+    """Lightning's `max_epochs: -1` ("until stopped"): a per-epoch scheduler trains; one that
+    needs the run's length is refused with a clear error (not an OverflowError)."""
+    factory = (partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[3])
+               if scheduler == "MultiStepLR" else partial(torch.optim.lr_scheduler.OneCycleLR,
+                                                          max_lr=0.01))
+
+    class StopAfterTwoBatches(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            trainer.should_stop = trainer.global_step >= 2
+
+    module = VQAModule(tiny_model(datamodule, AlternatingCoAttention), scheduler=factory)
+    trainer = pl.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
+                         callbacks=[StopAfterTwoBatches()])
+    if scheduler == "OneCycleLR":
+        with pytest.raises(ValueError, match=r"needs the run.s length .* not -1"):
+            trainer.fit(module, datamodule=datamodule)
+    else:
+        trainer.fit(module, datamodule=datamodule)
+        assert trainer.global_step == 2

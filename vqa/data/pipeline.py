@@ -27,11 +27,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_image(image: str | os.PathLike | Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """An image file (or PIL image) as RGB resized to ``size`` (height, width): (3, H, W) uint8."""
+    """An image file (or PIL image) as RGB resized to ``size`` (height, width): (3, H, W) uint8.
+    A file that cannot be decoded (truncated, not an image) is an error naming it."""
     if isinstance(image, Image.Image):
         return _resized(image, size)
-    with Image.open(image) as img:
-        return _resized(img, size)
+    try:
+        with Image.open(image) as img:
+            return _resized(img, size)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{image}: image not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{image}: cannot decode the image ({type(e).__name__}: {e})") from e
 
 
 def _resized(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:

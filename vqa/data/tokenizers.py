@@ -2,8 +2,9 @@
 
 Both turn questions into right-padded ids with a length, and say which *word* each token belongs
 to. Words are what people read and what grounding annotations point at: the words of ``tokenize``
-(runs of letters and digits with an optional ``'s``-like suffix, and each punctuation mark but
-``?``: ``"What's on the table?"`` -> ``what's``, ``on``, ``the``, ``table``), whatever the tokenizer.
+(runs of letters and digits in any script with an optional ``'s``-like suffix, and each
+punctuation mark but ``?``: ``"What's on the table?"`` -> ``what's``, ``on``, ``the``, ``table``),
+whatever the tokenizer.
 A subword token maps to the word its characters overlap; special tokens (``[CLS]``, ``[SEP]``),
 question marks and padding map to -1.
 """
@@ -24,7 +25,9 @@ import numpy as np
 from vqa._io import resolve_pretrained
 from vqa.data.vocab import UNK, Vocabulary
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9?]", re.IGNORECASE)
+# A run of letters and digits in any script (with an optional 's-like suffix), or one other
+# character that is not a space or a question mark.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?|[^\w\s?]|_")
 
 
 def word_spans(question: str) -> list[tuple[str, int, int]]:

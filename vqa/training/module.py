@@ -170,15 +170,21 @@ class VQAModule(pl.LightningModule):
         if self.scheduler is None:
             return optimizer
         # Schedulers that take ``total_steps`` (OneCycleLR) get the run's length and step per batch.
+        steps = self.trainer.estimated_stepping_batches  # inf: max_epochs -1 ("until stopped")
+        if steps != float("inf"):
+            try:
+                return {"optimizer": optimizer, "lr_scheduler": {
+                    "scheduler": self.scheduler(optimizer, total_steps=int(steps)), "interval": "step"}}
+            except TypeError as e:
+                if "total_steps" not in str(e):
+                    raise
         try:
-            scheduler = self.scheduler(optimizer,
-                                       total_steps=int(self.trainer.estimated_stepping_batches))
-        except TypeError as e:
+            return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        except (TypeError, ValueError) as e:
             if "total_steps" not in str(e):
                 raise
-            return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            raise ValueError("the learning-rate scheduler needs the run's length (total_steps): "
+                             "give trainer.max_epochs or trainer.max_steps, not -1") from e
 
     def setup(self, stage: str) -> None:
         """Take the data's input pipeline (with the image encoder's region grid; ``fit`` saves it
