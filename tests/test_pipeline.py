@@ -63,6 +63,7 @@ def trained(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_pipeline_is_saved_with_the_run_and_checkpoint(trained) -> None:
     folder, cli = trained
+    assert type(cli.trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
     p = cli.datamodule.pipeline
     assert p.image_size == (48, 64) and p.grid == (6, 8) and p.max_question_length == 10
     assert p.tokenizer.source == INPUTS["tokenizer"]
@@ -96,7 +97,13 @@ def test_validate_predict_attend_use_the_checkpoints_pipeline(trained, shapes_di
     assert json.loads(Path("run/results.json").read_text()) == json.loads(
         (tmp_path / "in_training.json").read_text())
 
-    # An explicit setting that contradicts the checkpoint is refused, not mixed in.
+    # Another architecture in the config: the checkpoint's own is used, never a mix.
+    other = run(["validate", "-c", "base.yaml", "--ckpt_path", ckpt,
+                 "--model.model.init_args.coattention", "vqa.models.AlternatingCoAttention"])
+    assert type(other.model.model.coattention[0]).__name__ == "ParallelCoAttention"
+    assert float(other.trainer.callback_metrics["val/vqa_acc"]) == pytest.approx(trained_acc, abs=1e-6)
+
+    # An explicit input setting that contradicts the checkpoint is refused, not mixed in.
     with pytest.raises(SystemExit, match=r"error: data.max_question_length is 12 but .* with 10"):
         main(["validate", "-c", "base.yaml", "--data.max_question_length", "12", "--ckpt_path", ckpt])
 

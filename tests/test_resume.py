@@ -13,6 +13,8 @@ import torch
 import yaml
 from conftest import shapes_split
 
+from vqa.training.checkpoint_io import AtomicCheckpointIO
+
 ROOT = Path(__file__).resolve().parents[1]
 VQA = str(Path(sys.executable).parent / "vqa")
 
@@ -109,3 +111,15 @@ def test_fit_refuses_to_replace_an_earlier_runs_checkpoints(shapes_dir: Path,
     assert best.read_bytes() == before
     finish(start(["fit", *config, "--overwrite"], tmp_path / "run"))
     assert best.read_bytes() != before
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path: Path) -> None:
+    """What a kill while saving does to the file: the new bytes never replace the old ones
+    until they are complete; the CLI's trainers write this way."""
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "step": 1}, path)
+    with pytest.raises(Exception, match="pickle"):  # fails after part of the file is written
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(10_000)}, "bad": lambda: 0}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left

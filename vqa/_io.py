@@ -92,3 +92,12 @@ def resolve_pretrained(name: str) -> str:
     if not folder.is_dir():
         raise ValueError(f"pretrained model {name!r}: {folder} is not a folder")
     return str(folder)
+
+
+def file_key(path: str | os.PathLike) -> list[Any]:
+    """What identifies a file's contents cheaply: resolved path, size, modification time."""
+    p = Path(path).resolve()
+    if p.is_dir():
+        return [str(p), *(file_key(c) for c in sorted(p.iterdir()) if c.suffix == ".txt")]
+    st = p.stat()
+    return [str(p), st.st_size, st.st_mtime_ns]

@@ -5,6 +5,7 @@
     vqa evaluate --questions Q.json --annotations A.json --results R.json [--out metrics.json]
     vqa extract-features --images DIR --out CACHE [--name resnet152 --weights ... --layer layer4]
     vqa check-features --cache CACHE [--questions Q.json ...]
+    vqa check-data -c CONFIG [-c OVERLAY ...]
     vqa attend --ckpt CKPT --image IMG --question "..." [--out attention.png]
 """
 
@@ -34,6 +35,7 @@ TOOLS = {
     "evaluate": "official VQA accuracy of a results file",
     "extract-features": "cache the grid features of an image folder (resumable)",
     "check-features": "verify a feature cache (and that it holds the images of some questions)",
+    "check-data": "check every split a config names: files, ids, answers, images, feature caches",
     "attend": "answer a question about an image and draw where each level attended",
 }
 USAGE = "\n".join([
@@ -137,6 +139,27 @@ def check_features_main(argv: list[str]) -> None:
     print("ok" + (f": all {len(needed)} images of the questions are cached" if needed else ""))
 
 
+def check_data_main(argv: list[str]) -> None:
+    from vqa.check_data import check_data
+
+    p = argparse.ArgumentParser(prog="vqa check-data", description="Check that the data a config "
+                                "names can be used: every split's files, ids, answers, images or "
+                                "feature caches. Exits 1 when there is a problem.")
+    p.add_argument("-c", "--config", action="append", required=True,
+                   help="a config file; repeat to layer overlays, as for `vqa fit`")
+    p.add_argument("--workers", type=int, default=8, help="image-decoding threads")
+    a = p.parse_args(argv)
+    reports = check_data(a.config, a.workers)
+    for r in reports:
+        for problem in r.problems:
+            print(f"  {r.name}: {problem}")
+    print("\n".join(r.line() for r in reports))
+    problems = sum(len(r.problems) for r in reports)
+    if problems:
+        sys.exit(f"error: {problems} problem(s): the data cannot be used as configured")
+    print("ok: the data can be used as configured")
+
+
 def attend_main(argv: list[str]) -> None:
     from vqa.inspect import Inspector, UnknownWordsWarning, unknown_words_message
 
@@ -200,7 +223,7 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
     if argv[0] in TOOLS:
         {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
          "extract-features": extract_features_main, "check-features": check_features_main,
-         "attend": attend_main}[argv[0]](argv[1:])
+         "check-data": check_data_main, "attend": attend_main}[argv[0]](argv[1:])
         return None
     if argv[0] not in LIGHTNING:
         raise ValueError(f"unknown command {argv[0]!r}; `vqa --help` lists them")

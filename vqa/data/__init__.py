@@ -8,7 +8,7 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {
-    "Split": "datamodule", "VQADataModule": "datamodule", "CachedFeatures": "dataset",
+    "Split": "formats", "VQADataModule": "datamodule", "CachedFeatures": "dataset",
     "ImageFiles": "dataset", "VQADataset": "dataset", "collate": "dataset",
     "ANSWER_TYPES": "formats", "Example": "formats", "image_paths": "formats",
     "load_cocoqa": "formats", "load_vqa": "formats", "InputPipeline": "pipeline",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vqa.data.answers import EvalVersion
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
-from vqa.data.formats import COCO_TEMPLATE, Example, image_paths, load_cocoqa, load_vqa
+from vqa.data.formats import Example, Split, image_paths
 from vqa.data.pipeline import InputPipeline, Question
-from vqa.data.preprocess import Preprocessed, cached, file_key, preprocess
+from vqa.data.preprocess import Preprocessed, cached, preprocess
 from vqa.data.question_features import QuestionFeatures, compute_question_features
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
@@ -26,42 +26,6 @@ from vqa.data.vocab import Vocabulary, answer_vocabulary, word_vocabulary
 from vqa.features import FeatureCache
 
 DEFAULT_IMAGE_SIZE, DEFAULT_MAX_QUESTION_LENGTH = 448, 26
-
-
-@dataclass
-class Split:
-    """One split of a dataset on disk.
-
-    Args:
-        questions: ``vqa``: the questions JSON; ``cocoqa``: the split folder (``train/``, ``test/``).
-        annotations: annotations JSON (``vqa`` only; ``None`` for test splits).
-        images: folder of image files.
-        image_template: file name per image, formatted with ``image_id`` and ``data_subtype``.
-        format: ``vqa`` (VQA v1 / v2, open-ended or multiple choice) or ``cocoqa``.
-        data_subtype: overrides the questions file's (COCO-QA has none: ``train2014``, ``val2014``).
-        features: a feature cache folder (``vqa extract-features``); when given, the model reads
-            cached grid features instead of images.
-    """
-
-    questions: str
-    annotations: str | None = None
-    images: str | None = None
-    image_template: str = COCO_TEMPLATE
-    format: Literal["vqa", "cocoqa"] = "vqa"
-    data_subtype: str | None = None
-    features: str | None = None
-
-    def load(self) -> tuple[list[Example], str | None]:
-        """The split's examples and data subtype."""
-        if self.format == "cocoqa":
-            return load_cocoqa(self.questions), self.data_subtype
-        examples, subtype = load_vqa(self.questions, self.annotations)
-        return examples, self.data_subtype or subtype
-
-    def key(self) -> list[Any]:
-        """What the split's preprocessing depends on (see ``vqa.data.preprocess.cached``)."""
-        return [self.format, file_key(self.questions),
-                file_key(self.annotations) if self.annotations else None]
 
 
 Splits = Split | list[Split]

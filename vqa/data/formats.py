@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from vqa._io import gc_paused, read_json
+from vqa._io import file_key, gc_paused, read_json
 
 ANSWER_TYPES: tuple[str, ...] = ("yes/no", "number", "other")
 HUMAN_ANSWERS = 10
@@ -191,3 +191,39 @@ def image_paths(examples: list[Example], images: str | os.PathLike,
                                     f"{ex.question_id}); check the images folder and template")
         out[ex.image_id] = path
     return out
+
+
+@dataclass
+class Split:
+    """One split of a dataset on disk.
+
+    Args:
+        questions: ``vqa``: the questions JSON; ``cocoqa``: the split folder (``train/``, ``test/``).
+        annotations: annotations JSON (``vqa`` only; ``None`` for test splits).
+        images: folder of image files.
+        image_template: file name per image, formatted with ``image_id`` and ``data_subtype``.
+        format: ``vqa`` (VQA v1 / v2, open-ended or multiple choice) or ``cocoqa``.
+        data_subtype: overrides the questions file's (COCO-QA has none: ``train2014``, ``val2014``).
+        features: a feature cache folder (``vqa extract-features``); when given, the model reads
+            cached grid features instead of images.
+    """
+
+    questions: str
+    annotations: str | None = None
+    images: str | None = None
+    image_template: str = COCO_TEMPLATE
+    format: Literal["vqa", "cocoqa"] = "vqa"
+    data_subtype: str | None = None
+    features: str | None = None
+
+    def load(self) -> tuple[list[Example], str | None]:
+        """The split's examples and data subtype."""
+        if self.format == "cocoqa":
+            return load_cocoqa(self.questions), self.data_subtype
+        examples, subtype = load_vqa(self.questions, self.annotations)
+        return examples, self.data_subtype or subtype
+
+    def key(self) -> list[Any]:
+        """What the split's preprocessing depends on (see ``vqa.data.preprocess.cached``)."""
+        return [self.format, file_key(self.questions),
+                file_key(self.annotations) if self.annotations else None]

@@ -112,15 +112,6 @@ def preprocess(examples: Sequence[Example], pipeline: InputPipeline,
             choices)
 
 
-def file_key(path: str | os.PathLike) -> list[Any]:
-    """What identifies a file's contents cheaply: resolved path, size, modification time."""
-    p = Path(path).resolve()
-    if p.is_dir():
-        return [str(p), *(file_key(c) for c in sorted(p.iterdir()) if c.suffix == ".txt")]
-    st = p.stat()
-    return [str(p), st.st_size, st.st_mtime_ns]
-
-
 def cached(cache_dir: str | os.PathLike | None, name: str, key: Any, build: Callable[[], T]) -> T:
     """``build()``, or its result from ``cache_dir`` when an earlier run stored it under ``key``.
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI
 
 from vqa.data.pipeline import read_checkpoint
+from vqa.training.checkpoint_io import AtomicCheckpointIO
 
 
 class VQACLI(LightningCLI):
@@ -39,6 +43,13 @@ class VQACLI(LightningCLI):
                     f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
                     "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
                     "--overwrite")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured trainer, writing checkpoints atomically unless a plugin says otherwise."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the checkpoint's hyperparameters here: a file that is not one of our

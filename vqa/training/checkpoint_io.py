@@ -1,0 +1,26 @@
+"""``AtomicCheckpointIO``: checkpoints are written to a temporary file beside their target, synced,
+then renamed over it, so a run killed while saving leaves the previous checkpoint whole.
+
+(Lightning's own writer stages the file in the system temporary folder and moves it; where that
+folder is another file system the move is a copy, which a kill can leave half-written.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from vqa._io import atomic_open
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic (``vqa._io.atomic_open``)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
