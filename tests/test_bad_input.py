@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import shapes_split
+from PIL import Image
 
 from vqa.cli import main
 from vqa.data import VQADataModule
+from vqa.data.pipeline import load_image
+from vqa.training import VQAAccuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,3 +84,41 @@ def test_undecodable_image_is_named(content, message: str, shapes_dir: Path,
                        cache_images=True)
     with pytest.raises(ValueError, match=re.escape(str(victim)) + ": " + message):
         dm.dataset("val")
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize("size", [(1, 1), (640, 90)])
+def test_any_image_mode_and_size_becomes_the_models_input(mode: str, size: tuple[int, int],
+                                                          tmp_path: Path) -> None:
+    """Grayscale, CMYK, RGBA, palette and 16-bit images, tiny or elongated: RGB at the pipeline's
+    (height, width)."""
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    Image.new(mode, size).save(path)
+    image = load_image(path, (48, 64))
+    assert image.shape == (3, 48, 64) and image.dtype == torch.uint8
+
+
+def test_huge_image_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PIL's decompression-bomb limit (here lowered to 100 pixels): an error naming it."""
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ValueError, match=r"huge\.png: cannot decode the image \(DecompressionBomb"):
+        load_image(path, (32, 32))
+
+
+def test_long_question_is_cut_and_unknown_answer_still_scored(shapes_dir: Path) -> None:
+    """A question longer than max_question_length keeps its first tokens (documented cut); an
+    answer outside the answer vocabulary is kept for scoring (it counts, as 0), not dropped."""
+    dm = VQADataModule(shapes_split(shapes_dir, "train"), image_size=32, max_question_length=4,
+                       num_answers=2)
+    encoded = dm.pipeline.encode(["is the red circle left of the blue square"])
+    assert encoded.lengths.tolist() == [4] and encoded.ids.shape == (1, 4)
+    ds = dm.dataset("train")
+    outside = [i for i in range(len(ds)) if ds.data.answer_index[i] == -100]
+    assert outside  # answers beyond the 2 most common
+    metric = VQAAccuracy()
+    items = [ds[i] for i in outside[:5]]
+    metric.update(torch.randn(5, 2), torch.stack([it["target"] for it in items]),
+                  torch.stack([it["answer_type"] for it in items]))
+    assert metric.count.sum() == 5 and metric.compute()[""] == 0
