@@ -2,10 +2,12 @@
 was expected, a non-zero exit, no traceback. (Bad dataset files: tests/test_formats.py; a run that
 would replace another's checkpoints: tests/test_resume.py; a NaN loss: tests/test_training.py.)"""
 
+import json
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import shapes_split
@@ -122,3 +124,50 @@ def test_long_question_is_cut_and_unknown_answer_still_scored(shapes_dir: Path) 
     metric.update(torch.randn(5, 2), torch.stack([it["target"] for it in items]),
                   torch.stack([it["answer_type"] for it in items]))
     assert metric.count.sum() == 5 and metric.compute()[""] == 0
+
+
+def test_feature_cache_of_another_shape_is_refused(shapes_dir: Path, tmp_path: Path) -> None:
+    """A pipeline (a checkpoint's) expecting 8 x 8 x 16 features, given a cache of 4 x 4 x 32."""
+    val = shapes_split(shapes_dir, "val")
+    ids = sorted({q["image_id"] for q in json.loads(Path(val.questions).read_text())["questions"]})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(cache / "features.npy", np.zeros((len(ids), 16, 32), np.float16))
+    (cache / "index.json").write_text(json.dumps({
+        "format": "vqa-features/1", "settings": {"name": "test"}, "shape": [16, 32],
+        "grid": [4, 4], "ids": ids, "done": len(ids)}))
+    pipeline = VQADataModule(shapes_split(shapes_dir, "train"), image_size=64).pipeline
+    pipeline.grid, pipeline.image_dim = (8, 8), 16
+    pipeline.save(tmp_path / "pipeline.json")
+    val.features = str(cache)
+    dm = VQADataModule(val=val, pipeline=str(tmp_path / "pipeline.json"))
+    with pytest.raises(ValueError, match=r"cache holds a \(4, 4\) grid of 32-d features; the input "
+                                         r"pipeline expects \(8, 8\) x 16"):
+        dm.dataset("val")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-c", "missing.yaml"], "File does not exist: .*missing.yaml"),
+    (["--model.model.init_args.coattention", "vqa.models.Nope"], "has no attribute 'Nope'"),
+])
+def test_config_naming_a_missing_file_or_class(args: list[str], message: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), *args])
+    assert exit_.value.code != 0
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_start_that_fails_on_bad_data_leaves_no_run_folder(shapes_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.chdir(tmp_path)
+    train = {**vars(shapes_split(shapes_dir, "train")), "images": str(tmp_path / "nowhere")}
+    Path("bad.yaml").write_text(json.dumps({"data": {"train": train}}))
+    for _ in range(2):
+        with pytest.raises(SystemExit, match=r"error: .*nowhere/shapes_train_\d+\.png: image \d+ "
+                                             r"not found \(needed by question_id \d+\)"):
+            main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "bad.yaml"])
+    assert not Path("runs").exists()

@@ -103,6 +103,13 @@ def test_validate_predict_attend_use_the_checkpoints_pipeline(trained, shapes_di
     assert type(other.model.model.coattention[0]).__name__ == "ParallelCoAttention"
     assert float(other.trainer.callback_metrics["val/vqa_acc"]) == pytest.approx(trained_acc, abs=1e-6)
 
+    # Another run's pipeline given with the checkpoint is refused, not mixed in.
+    other = json.loads(next(Path("run/logs").glob("version_*/pipeline.json")).read_text())
+    other["max_question_length"] = 12
+    Path("other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"error: data.pipeline other.json is not the input pipeline"):
+        main(["validate", "-c", "base.yaml", "--data.pipeline", "other.json", "--ckpt_path", ckpt])
+
     # An explicit input setting that contradicts the checkpoint is refused, not mixed in.
     with pytest.raises(SystemExit, match=r"error: data.max_question_length is 12 but .* with 10"):
         main(["validate", "-c", "base.yaml", "--data.max_question_length", "12", "--ckpt_path", ckpt])

@@ -233,7 +233,8 @@ class VQADataModule(pl.LightningDataModule):
         return self._datasets[name]
 
     def _images(self, parts: list[Split], sizes: list[tuple[str | None, int]],
-                examples: list[Example]) -> ImageFiles | CachedFeatures:
+                examples: list[Example], decode: bool = True) -> ImageFiles | CachedFeatures:
+        """The split's image source (``decode=False``: check it without decoding images)."""
         if all(p.features for p in parts):
             caches = [FeatureCache(p.features) for p in parts]
             for cache in caches:
@@ -253,7 +254,17 @@ class VQADataModule(pl.LightningDataModule):
             paths.update(image_paths(examples[start:start + n], p.images or ".", p.image_template,
                                      subtype))
             start += n
-        return ImageFiles(paths, self.pipeline, self.cache_images)
+        return ImageFiles(paths, self.pipeline, self.cache_images and decode)
+
+    def check(self, stage: str) -> None:
+        """Read every split ``stage`` needs and find its images or cached features (without
+        decoding them), so that bad data fails before a run folder or log is created."""
+        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                 "predict": ("predict",)}[stage]
+        for name in names:
+            if self.splits[name] is not None:
+                data, sizes = self.preprocessed(name)
+                self._images(self._split(name), sizes, data.examples, decode=False)
 
     def _check_cache(self, cache: FeatureCache) -> None:
         """A feature cache must hold the grid and feature size the pipeline (the model) expects."""

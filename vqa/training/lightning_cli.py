@@ -10,7 +10,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI
 
-from vqa.data.pipeline import read_checkpoint
+from vqa.data.pipeline import InputPipeline, read_checkpoint
 from vqa.training.checkpoint_io import AtomicCheckpointIO
 
 
@@ -31,6 +31,7 @@ class VQACLI(LightningCLI):
     def before_fit(self) -> None:
         """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path``),
         write elsewhere, or say ``--overwrite``."""
+        self._check_data()
         cfg = self.config[self.subcommand]
         if cfg.get("ckpt_path") or cfg.get("overwrite"):
             return
@@ -43,6 +44,14 @@ class VQACLI(LightningCLI):
                     f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
                     "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
                     "--overwrite")
+
+    def _check_data(self) -> None:
+        """Bad data fails here, before Lightning creates a log folder for the run."""
+        check = getattr(self.datamodule, "check", None)
+        if check is not None:
+            check(self.subcommand)
+
+    before_validate = before_test = before_predict = _check_data
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, writing checkpoints atomically unless a plugin says otherwise."""
@@ -65,5 +74,10 @@ class VQACLI(LightningCLI):
         # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
         ckpt = cfg.get("ckpt_path") if cfg is not None else None
-        if ckpt and os.path.isfile(ckpt) and not cfg.data.pipeline:  # not "last" / "best"
-            cfg.data.pipeline = str(ckpt)
+        if not ckpt or not os.path.isfile(ckpt):  # none, or "last" / "best"
+            return
+        if cfg.data.pipeline and InputPipeline.load(cfg.data.pipeline).to_dict() != \
+                InputPipeline.load(ckpt).to_dict():
+            raise ValueError(f"data.pipeline {cfg.data.pipeline} is not the input pipeline "
+                             f"{ckpt} was trained with: leave it out to use the checkpoint's")
+        cfg.data.pipeline = str(ckpt)

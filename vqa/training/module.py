@@ -187,23 +187,25 @@ class VQAModule(pl.LightningModule):
                              "give trainer.max_epochs or trainer.max_steps, not -1") from e
 
     def setup(self, stage: str) -> None:
-        """Take the data's input pipeline (with the image encoder's region grid; ``fit`` saves it
-        as ``pipeline.json`` in the log folder), and have the data serve a frozen text encoder's
-        features, computed once."""
-        dm, trainer = getattr(self.trainer, "datamodule", None), self.trainer
+        """Take the data's input pipeline (with the image encoder's region grid), and have the data
+        serve a frozen text encoder's features, computed once."""
+        dm = getattr(self.trainer, "datamodule", None)
         if not hasattr(dm, "pipeline"):
             return
         pipeline, encoder = dm.pipeline, getattr(self.model, "image_encoder", None)
         if encoder is not None:
             pipeline = pipeline.with_grid(encoder.grid(pipeline.image_size))
         dm.pipeline = self.pipeline = pipeline
-        if stage == "fit":
-            log_dir = trainer.log_dir  # a collective call under DDP: every process asks
-            if log_dir and trainer.is_global_zero:
-                pipeline.save(Path(log_dir) / "pipeline.json")
         text = getattr(self.model, "question_encoder", None)
         if getattr(text, "frozen", False) and hasattr(dm, "use_question_features"):
             self._cache_question_features(dm, text, stage)
+
+    def on_train_start(self) -> None:
+        """``pipeline.json`` in the log folder, once training starts (a start that fails earlier,
+        on bad data, leaves no log folder behind)."""
+        log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
+        if log_dir and self.trainer.is_global_zero and self.pipeline is not None:
+            self.pipeline.save(Path(log_dir) / "pipeline.json")
 
     def _cache_question_features(self, dm: Any, text: QuestionEncoder, stage: str) -> None:
         """Frozen text features of this stage's splits: one process computes them (on the
