@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VQA = str(Path(sys.executable).parent / "vqa")
 
 
-def write_overlay(folder: Path, shapes_dir: Path) -> str:
+def write_overlay(folder: Path, shapes_dir: Path, group_by_image: bool = True) -> str:
     """Three short epochs of the shapes config on the tiny set, deterministic, CSV logs only,
     `last.ckpt` every 5 steps."""
     ckpt = "runs/shapes/alternating/checkpoints"
@@ -38,7 +38,7 @@ def write_overlay(folder: Path, shapes_dir: Path) -> str:
                          "init_args": {"dirpath": ckpt, "save_last": True, "save_top_k": 0,
                                        "every_n_train_steps": 5}}]},
         "model": {"model": {"init_args": {"dropout": 0.2}}},  # dropout: the RNG must resume too
-        "data": {**data, "batch_size": 16},
+        "data": {**data, "batch_size": 16, "group_by_image": group_by_image},
     }
     (folder / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     return str(folder / "tiny.yaml")
@@ -66,9 +66,11 @@ def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return ckpt["state_dict"], rows[-1]
 
 
-def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("group_by_image", [True, False])
+def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path: Path,
+                                                      group_by_image: bool) -> None:
     config = ["-c", str(ROOT / "configs/shapes/alternating.yaml"),
-              "-c", write_overlay(tmp_path, shapes_dir)]
+              "-c", write_overlay(tmp_path, shapes_dir, group_by_image)]
     whole = tmp_path / "whole"
     finish(start(["fit", *config], whole))
 
@@ -81,8 +83,8 @@ def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    step = torch.load(last, weights_only=False)["global_step"]
-    assert 0 < step < 19, step  # killed in the first epoch, after its first checkpoint
+    saved = torch.load(last, weights_only=False)
+    assert saved["epoch"] == 0 and saved["global_step"] == 5  # killed mid-way through epoch 0
 
     out = finish(start(["fit", *config, "--ckpt_path", "last"], killed))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out

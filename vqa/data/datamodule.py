@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
@@ -26,6 +26,9 @@ from vqa.data.vocab import Vocabulary, answer_vocabulary, word_vocabulary
 from vqa.features import FeatureCache
 
 DEFAULT_IMAGE_SIZE, DEFAULT_MAX_QUESTION_LENGTH = 448, 26
+# The splits each Lightning stage reads.
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                "predict": ("predict",)}
 
 
 Splits = Split | list[Split]
@@ -76,7 +79,7 @@ class VQADataModule(pl.LightningDataModule):
 
     Under DDP every loader shards by process itself (``vqa.data.samplers``): training batches
     are padded to equal counts, evaluation shards are not, so metrics count each question once.
-    A mid-epoch checkpoint of grouped training resumes at the next batch of the same epoch.
+    A mid-epoch checkpoint resumes at the next batch of the same epoch, in the same order.
     """
 
     def __init__(self, train: Splits | None = None, val: Splits | None = None,
@@ -259,9 +262,7 @@ class VQADataModule(pl.LightningDataModule):
     def check(self, stage: str) -> None:
         """Read every split ``stage`` needs and find its images or cached features (without
         decoding them), so that bad data fails before a run folder or log is created."""
-        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                 "predict": ("predict",)}[stage]
-        for name in names:
+        for name in STAGE_SPLITS[stage]:
             if self.splits[name] is not None:
                 data, sizes = self.preprocessed(name)
                 self._images(self._split(name), sizes, data.examples, decode=False)
@@ -321,24 +322,26 @@ class VQADataModule(pl.LightningDataModule):
                   "persistent_workers": self.num_workers > 0,
                   "generator": torch.Generator().manual_seed(self.seed)}
         world, rank = self._processes()
-        if shuffle and self.group_by_image:
-            sampler = ImageGroupedSampler([ex.image_id for ex in ds.examples], self.batch_size,
-                                          seed=self.seed, num_replicas=world, rank=rank)
+        if shuffle:
+            # Whole images per batch, or (one "group" per question) plain shuffled batches: either
+            # way the order follows seed + epoch and resumes mid-epoch.
+            keys = [ex.image_id for ex in ds.examples] if self.group_by_image else range(len(ds))
+            sampler = ImageGroupedSampler(keys, self.batch_size, seed=self.seed,
+                                          num_replicas=world, rank=rank)
             if self._resume is not None:
                 sampler.resume(self._resume["epoch"], self._resume["batches_done"])
                 self._resume = None
             return DataLoader(ds, sampler=sampler, batch_size=None, **common)  # yields batches
         if world == 1:
-            return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, **common)
-        sampler = (DistributedSampler(ds, world, rank, shuffle=True, seed=self.seed) if shuffle
-                   else ShardSampler(len(ds), world, rank))
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, **common)
+            return DataLoader(ds, batch_size=self.batch_size, **common)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=ShardSampler(len(ds), world, rank),
+                          **common)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints while fitting: the training pass to resume (epoch, and batches of
-        it each process has trained), so that grouped batches continue where they stopped."""
+        it each process has trained), so that training batches continue where they stopped."""
         trainer = self.trainer
-        if trainer is None or not self.group_by_image or trainer.state.fn != TrainerFn.FITTING:
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
             return {}
         epochs = trainer.fit_loop.epoch_progress.current
         # ``processed``: batches whose optimiser step ran (``completed`` lags by one inside

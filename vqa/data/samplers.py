@@ -26,7 +26,8 @@ class ImageGroupedSampler(DistributedSampler):
     ``num_replicas`` so that all processes step equally often (as ``DistributedSampler`` pads).
 
     Args:
-        image_ids: image id of every question in the dataset.
+        image_ids: image id of every question in the dataset (or any group key: each question's
+            own index gives plain shuffled batches of ``batch_size`` questions).
         batch_size: questions per batch (a batch ends at the first image that reaches it).
         shuffle: shuffle images each epoch (``False``: dataset order).
         seed: base seed; epoch ``e`` uses ``seed + e`` (``set_epoch``).

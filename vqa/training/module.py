@@ -14,6 +14,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
+from vqa.data.datamodule import STAGE_SPLITS
 from vqa.data.pipeline import InputPipeline
 from vqa.models.question import QuestionEncoder
 from vqa.training.grounding import GroundingScores
@@ -213,14 +214,12 @@ class VQAModule(pl.LightningModule):
         A failure there stops every process, not only the one that computed."""
         trainer, device = self.trainer, self.trainer.strategy.root_device
         dm.use_question_features(text.hidden, text.cache_key(), device)
-        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                 "predict": ("predict",)}[stage]
         error: Exception | None = None
         if trainer.is_global_zero or dm.cache_dir is None:
             home = next(text.parameters()).device
             try:
                 text.to(device)
-                for name in names:
+                for name in STAGE_SPLITS[stage]:
                     if dm.splits.get(name) is not None:
                         dm.question_features(name)
             except Exception as e:  # re-raised below, once every process knows
