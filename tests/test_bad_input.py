@@ -171,3 +171,21 @@ def test_a_start_that_fails_on_bad_data_leaves_no_run_folder(shapes_dir: Path, t
                                              r"not found \(needed by question_id \d+\)"):
             main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "bad.yaml"])
     assert not Path("runs").exists()
+
+
+def test_error_in_a_loader_worker_is_one_line(shapes_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated image met by a data-loader worker: the worker's message, not its traceback."""
+    root = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, root)
+    victim = sorted((root / "val").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    monkeypatch.chdir(tmp_path)
+    data = {s: {**vars(shapes_split(root, s))} for s in ("train", "val")}
+    Path("w.yaml").write_text(json.dumps({"data": {**data, "cache_images": False,
+                                                   "num_workers": 1}}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "w.yaml",
+              "--trainer.logger", "false"])
+    message = str(exit_.value.code)
+    assert message.startswith(f"error: {victim}: cannot decode the image") and "\n" not in message

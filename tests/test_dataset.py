@@ -1,5 +1,6 @@
 """Dataset items, image-grouped batches, vocabularies and the input pipeline."""
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ def test_tokenize() -> None:
     # Letters of any script stay in their word.
     assert tokenize("Is the cœur CAFÉ-coloured?") == ["is", "the", "cœur", "café", "-", "coloured"]
     assert tokenize("Какого цвета кот?") == ["какого", "цвета", "кот"]
+    assert tokenize("यह क्या है?") == ["यह", "क्या", "है"]  # combining marks stay in their word
+    assert tokenize(unicodedata.normalize("NFD", "Café?")) == ["café"]  # the NFC spelling
 
 
 def test_items_and_soft_targets(datamodule: VQADataModule) -> None:

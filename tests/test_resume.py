@@ -84,7 +84,8 @@ def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     saved = torch.load(last, weights_only=False)
-    assert saved["epoch"] == 0 and saved["global_step"] == 5  # killed mid-way through epoch 0
+    # Killed mid-way through epoch 0 (15 or 19 batches), after one of its in-epoch checkpoints.
+    assert saved["epoch"] == 0 and saved["global_step"] in (5, 10, 15), saved["global_step"]
 
     out = finish(start(["fit", *config, "--ckpt_path", "last"], killed))
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
@@ -111,8 +112,25 @@ def test_fit_refuses_to_replace_an_earlier_runs_checkpoints(shapes_dir: Path,
     assert "error: " in out and "Traceback" not in out  # one line, no traceback
     assert "already holds the checkpoints of an earlier run (best.ckpt, last.ckpt)" in out
     assert best.read_bytes() == before
+    # Starting from another run's checkpoint is a new run too: refused the same way.
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(before)
+    proc = start(["fit", *config, "--ckpt_path", str(other)], tmp_path / "run")
+    assert proc.wait(timeout=300) != 0 and best.read_bytes() == before
     finish(start(["fit", *config, "--overwrite"], tmp_path / "run"))
     assert best.read_bytes() != before
+    saved = yaml.safe_load(next((tmp_path / "run/runs/shapes/alternating/logs").glob(
+        "version_*/config.yaml")).read_text())
+    assert saved["overwrite"] is False  # rerunning the saved config asks again
+
+
+def test_resume_from_last_needs_a_last_checkpoint(shapes_dir: Path, tmp_path: Path) -> None:
+    proc = start(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"),
+                  "-c", write_overlay(tmp_path, shapes_dir), "--ckpt_path", "last"], tmp_path / "run")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in out
+    assert "error: --ckpt_path last: no last*.ckpt in ['runs/shapes/alternating/checkpoints'" in out
+    assert not (tmp_path / "run/runs").exists()
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path: Path) -> None:

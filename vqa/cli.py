@@ -208,7 +208,17 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         if os.environ.get("VQA_DEBUG"):
             raise
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {_cause(e)}")
+
+
+def _cause(error: Exception) -> str:
+    """The error's message; for one re-raised from a data-loader worker ("Caught ValueError in
+    DataLoader worker process 0. Original Traceback ..."), the original message only."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def run(argv: list[str] | None = None) -> LightningCLI | None:

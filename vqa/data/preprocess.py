@@ -25,7 +25,7 @@ from vqa.data.formats import ANSWER_TYPES, Example
 from vqa.data.pipeline import InputPipeline
 from vqa.data.vocab import Vocabulary
 
-CACHE_FORMAT = "vqa-preprocessed/2"
+CACHE_FORMAT = "vqa-preprocessed/3"
 T = TypeVar("T")
 
 

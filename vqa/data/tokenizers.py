@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import re
 import tempfile
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +27,23 @@ import numpy as np
 from vqa._io import resolve_pretrained
 from vqa.data.vocab import UNK, Vocabulary
 
-# A run of letters and digits in any script (with an optional 's-like suffix), or one other
-# character that is not a space or a question mark.
-_WORD = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?|[^\w\s?]|_")
+
+@functools.cache
+def _word_pattern() -> re.Pattern:
+    """A run of letters, digits and combining marks in any script (with an optional 's-like
+    suffix), or one other character that is not a space or a question mark. Python's ``re`` has
+    no ``\\p{M}``: the marks' class is built once, on first use."""
+    marks = "".join(re.escape(chr(c)) for c in range(0x300, 0x110000)
+                    if unicodedata.category(chr(c)).startswith("M"))
+    letter = rf"[^\W_]|[{marks}]"
+    return re.compile(rf"(?:{letter})+(?:'(?:[^\W\d_]|[{marks}])+)?|[^\w\s?{marks}]|_")
 
 
 def word_spans(question: str) -> list[tuple[str, int, int]]:
-    """The question's words (lower case) with their character spans in ``question``."""
-    return [(m.group().lower(), m.start(), m.end()) for m in _WORD.finditer(question)]
+    """The question's words (NFC-normalised, lower case: "e" + combining acute is "é") with
+    their character spans in ``question``."""
+    return [(unicodedata.normalize("NFC", m.group()).lower(), m.start(), m.end())
+            for m in _word_pattern().finditer(question)]
 
 
 def tokenize(question: str) -> list[str]:

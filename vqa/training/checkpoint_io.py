@@ -16,11 +16,12 @@ from vqa._io import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic (``vqa._io.atomic_open``)."""
+    """``TorchCheckpointIO`` whose ``save_checkpoint`` is atomic (``vqa._io.atomic_open``) for
+    local paths; remote ones (``s3://``) go through Lightning's writer."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's
+            return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_open(path, "wb") as f:
             torch.save(checkpoint, f)

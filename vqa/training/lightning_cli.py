@@ -29,21 +29,25 @@ class VQACLI(LightningCLI):
                                  "folder (without it, `fit` refuses)")
 
     def before_fit(self) -> None:
-        """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path``),
-        write elsewhere, or say ``--overwrite``."""
-        self._check_data()
+        """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path`` to
+        a checkpoint of its own folder), write elsewhere, or say ``--overwrite`` (which is not
+        kept in the saved config, so rerunning that config asks again)."""
         cfg = self.config[self.subcommand]
-        if cfg.get("ckpt_path") or cfg.get("overwrite"):
-            return
-        for callback in self.trainer.checkpoint_callbacks:
-            folder = getattr(callback, "dirpath", None)
-            found = sorted(p.name for p in Path(folder).glob("*.ckpt")) if folder else []
-            if found:
-                raise ValueError(
-                    f"{folder} already holds the checkpoints of an earlier run ({', '.join(found)}); "
-                    f"`vqa fit` would replace them. Resume it with --ckpt_path last, point this run "
-                    "elsewhere (--trainer.default_root_dir and the callbacks' paths), or pass "
-                    "--overwrite")
+        folders = [Path(c.dirpath) for c in self.trainer.checkpoint_callbacks
+                   if getattr(c, "dirpath", None)]
+        ckpt = Path(cfg["ckpt_path"]).resolve() if cfg.get("ckpt_path") else None
+        resuming = ckpt is not None and any(ckpt.parent == f.resolve() for f in folders)
+        if not (resuming or cfg.get("overwrite")):
+            for folder in folders:
+                found = sorted(p.name for p in folder.glob("*.ckpt"))
+                if found:
+                    raise ValueError(
+                        f"{folder} already holds the checkpoints of an earlier run "
+                        f"({', '.join(found)}); `vqa fit` would replace them. Resume it with "
+                        "--ckpt_path last, point this run elsewhere (--trainer.default_root_dir "
+                        "and the callbacks' paths), or pass --overwrite")
+        cfg["overwrite"] = False
+        self._check_data()
 
     def _check_data(self) -> None:
         """Bad data fails here, before Lightning creates a log folder for the run."""
@@ -61,12 +65,16 @@ class VQACLI(LightningCLI):
         return trainer
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads the checkpoint's hyperparameters here: a file that is not one of our
-        checkpoints gets an error naming it first."""
+        """Lightning reads the checkpoint's hyperparameters here. ``--ckpt_path last`` becomes
+        the newest ``last*.ckpt`` of the configured checkpoint folders (an error when there is
+        none, instead of starting over), so that a resumed run uses its checkpoint's input
+        pipeline like any other; a file that is not one of our checkpoints is refused by name."""
         name = self.config.get("subcommand")
-        ckpt = self.config[name].get("ckpt_path") if name else None
-        named = ckpt in ("best", "last", "hpc") or str(ckpt).startswith("registry")
-        if ckpt and not named:
+        cfg = self.config[name] if name else None
+        ckpt = cfg.get("ckpt_path") if cfg is not None else None
+        if ckpt == "last":
+            cfg["ckpt_path"] = ckpt = str(_last_checkpoint(cfg))
+        if ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry"):
             read_checkpoint(ckpt)
         super()._parse_ckpt_path()
 
@@ -81,3 +89,17 @@ class VQACLI(LightningCLI):
             raise ValueError(f"data.pipeline {cfg.data.pipeline} is not the input pipeline "
                              f"{ckpt} was trained with: leave it out to use the checkpoint's")
         cfg.data.pipeline = str(ckpt)
+
+
+def _last_checkpoint(cfg: Any) -> Path:
+    """The newest ``last*.ckpt`` in the checkpoint folders a config's callbacks name."""
+    callbacks = cfg.get("trainer", {}).get("callbacks") or []
+    folders = [Path(c["init_args"]["dirpath"]) for c in callbacks
+               if str(c.get("class_path", "")).endswith("ModelCheckpoint")
+               and c.get("init_args", {}).get("dirpath")]
+    found = [p for f in folders for p in f.glob("last*.ckpt")]
+    if not found:
+        raise FileNotFoundError(f"--ckpt_path last: no last*.ckpt in "
+                                f"{[str(f) for f in folders] or 'any configured checkpoint folder'}"
+                                "; start a new run without --ckpt_path")
+    return max(found, key=lambda p: p.stat().st_mtime)
