@@ -79,7 +79,7 @@ class VQACLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        # Evaluating or resuming a checkpoint: use its input pipeline instead of building one.
+        """Evaluating or resuming a checkpoint: use its input pipeline instead of building one."""
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
         ckpt = cfg.get("ckpt_path") if cfg is not None else None
         if not ckpt or not os.path.isfile(ckpt):  # none, or "last" / "best"
