@@ -70,6 +70,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def merge_into_words(attention: torch.Tensor, words: torch.Tensor,
+                     width: int | None = None) -> torch.Tensor:
+    """Token attention (B, L, T) -> word attention (B, L, W): the weights of a word's subword
+    tokens summed, given each token's word ``words`` (B, T) (-1: special tokens and punctuation,
+    which belong to no word, left out). ``W`` is ``width``, or the largest word index + 1."""
+    b, levels, _ = attention.shape
+    real = words >= 0  # (B, T)
+    width = width if width is not None else int(words.max().clamp(min=0)) + 1
+    index = words.clamp(min=0)[:, None].expand(-1, levels, -1)  # (B, L, T)
+    return attention.new_zeros(b, levels, width).scatter_add_(2, index, attention * real[:, None])
+
+
 @dataclass
 class Question:
     """One encoded question: ``ids`` (T,), ``mask`` (T,) bool, ``words`` the question's words,
@@ -84,14 +96,11 @@ class Question:
     known: bool
 
     def merge(self, attention: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Token attention (..., T) -> word attention (..., W): the weights of a word's subword
-        tokens summed (special tokens and punctuation, which belong to no word, left out)."""
-        a = np.asarray(attention.float().cpu() if torch.is_tensor(attention) else attention)
-        out = np.zeros((*a.shape[:-1], len(self.words)), np.float32)
-        for t, w in enumerate(self.word_of_token.tolist()[: a.shape[-1]]):
-            if w >= 0:
-                out[..., w] += a[..., t]
-        return out
+        """Token attention (L, T) -> word attention (L, W) (``merge_into_words``); attention at
+        padding beyond the question's tokens is ignored."""
+        t = min(torch.as_tensor(attention).shape[-1], len(self.word_of_token))
+        a = torch.as_tensor(attention)[..., :t].float().cpu()  # (L, t)
+        return merge_into_words(a[None], self.word_of_token[None, :t], len(self.words))[0].numpy()
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from vqa.data.pipeline import merge_into_words
 from vqa.viz import LEVELS
 
 
@@ -24,14 +25,10 @@ def merge_words(attention: torch.Tensor, referred: torch.Tensor, words: torch.Te
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token attention (B, L, T) and referring tokens (B, T) -> word attention (B, L, W) and
     referred words (B, W), given each token's word ``words`` (B, T) (-1: none, dropped)."""
-    b, levels, _ = attention.shape
-    real = words >= 0  # (B, T)
-    index = words.clamp(min=0)  # (B, T)
-    width = int(words.max().clamp(min=0)) + 1
-    merged = attention.new_zeros(b, levels, width).scatter_add_(
-        2, index[:, None].expand(-1, levels, -1), attention * real[:, None])  # (B, L, W)
-    hit = torch.zeros(b, width, dtype=torch.long, device=words.device).scatter_reduce_(
-        1, index, (referred & real).long(), "amax") > 0  # (B, W)
+    merged = merge_into_words(attention, words)  # (B, L, W)
+    hit = torch.zeros(merged.shape[0], merged.shape[2], dtype=torch.long,
+                      device=words.device).scatter_reduce_(
+        1, words.clamp(min=0), (referred & (words >= 0)).long(), "amax") > 0  # (B, W)
     return merged, hit
 
 
