@@ -119,11 +119,11 @@ def test_long_question_is_cut_and_unknown_answer_still_scored(shapes_dir: Path) 
     ds = dm.dataset("train")
     outside = [i for i in range(len(ds)) if ds.data.answer_index[i] == -100]
     assert outside  # answers beyond the 2 most common
-    metric = VQAAccuracy()
+    metric = VQAAccuracy(ds.data.group_names)
     items = [ds[i] for i in outside[:5]]
     metric.update(torch.randn(5, 2), torch.stack([it["target"] for it in items]),
-                  torch.stack([it["answer_type"] for it in items]))
-    assert metric.count.sum() == 5 and metric.compute()[""] == 0
+                  torch.stack([it["groups"] for it in items]))
+    assert metric.count[0] == 5 and metric.compute()[""] == 0
 
 
 def test_feature_cache_of_another_shape_is_refused(shapes_dir: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from vqa.data.formats import ANSWER_TYPES, Example, Split
+from vqa.data.formats import ANSWER_TYPES, Example, Split, image_path
 from vqa.features import check_features
 
 SPLITS = ("train", "val", "test", "predict")
@@ -119,13 +119,12 @@ def check_split(name: str, parts: list[Split], workers: int = 8) -> Report:
         report.images += len(ids)
         if part.features:
             try:
-                report.problems += [f"{part.features}: {p}" for p in check_features(part.features,
-                                                                                    ids)]
+                report.problems += check_features(part.feature_caches, ids)
             except (ValueError, FileNotFoundError) as e:
                 report.problems.append(str(e))
         else:
-            paths = [Path(part.images or ".") / part.image_template.format(
-                image_id=i, data_subtype=subtype) for i in sorted(ids)]
+            paths = sorted({image_path(ex, part.images or ".", part.image_template, subtype)
+                            for ex in examples})
             with ThreadPoolExecutor(workers) as pool:  # decoding releases the GIL
                 found = pool.map(check_image, paths)
                 report.problems += [p for p in tqdm(found, total=len(paths), unit="img",

@@ -2,7 +2,7 @@
 
     vqa fit|validate|test|predict -c configs/...yaml   (LightningCLI)
     vqa make-shapes --out DIR --train N --val M --seed S
-    vqa evaluate --questions Q.json --annotations A.json --results R.json [--out metrics.json]
+    vqa evaluate --questions Q.json [--annotations A.json] --results R.json [--dataset NAME]
     vqa extract-features --images DIR --out CACHE [--name resnet152 --weights ... --layer layer4]
     vqa check-features --cache CACHE [--questions Q.json ...]
     vqa check-data -c CONFIG [-c OVERLAY ...]
@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from vqa._io import atomic_save
 
@@ -32,7 +32,7 @@ LIGHTNING = {
 }
 TOOLS = {
     "make-shapes": "generate the shapes dataset in the VQA v2 format",
-    "evaluate": "official VQA accuracy of a results file",
+    "evaluate": "score a results file as the dataset's benchmark does (VQA, GQA, VizWiz, ...)",
     "extract-features": "cache the grid features of an image folder (resumable)",
     "check-features": "verify a feature cache (and that it holds the images of some questions)",
     "check-data": "check every split a config names: files, ids, answers, images, feature caches",
@@ -64,18 +64,22 @@ def make_shapes_main(argv: list[str]) -> None:
 
 def evaluate_main(argv: list[str]) -> None:
     from vqa._io import write_json
-    from vqa.evaluation import evaluate, format_table
+    from vqa.benchmark import evaluate_files, format_table
+    from vqa.data.datasets import formats
 
-    p = argparse.ArgumentParser(prog="vqa evaluate",
-                                description="Official VQA accuracy of a results file.")
-    p.add_argument("--questions", required=True)
-    p.add_argument("--annotations", required=True)
-    p.add_argument("--results", required=True)
+    p = argparse.ArgumentParser(prog="vqa evaluate", description="Score a results file as the "
+                                "dataset's own benchmark scores it (recognised from the files).")
+    p.add_argument("--questions", required=True, help="questions file (VizWiz, GQA, CLEVR: the "
+                   "annotated file; COCO-QA: the split folder)")
+    p.add_argument("--annotations", help="annotations file (VQA, VQA-CP, OK-VQA)")
+    p.add_argument("--results", required=True, help="results file in the benchmark's format")
+    p.add_argument("--dataset", choices=sorted(formats()), help="the dataset format (default: "
+                   "recognised from the files)")
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--version", choices=("current", "2016"), default="current",
-                   help="official evaluation release to reproduce (default: current)")
+                   help="VQA evaluation release to reproduce (default: current)")
     a = p.parse_args(argv)
-    metrics = evaluate(a.questions, a.annotations, a.results, a.version)
+    metrics = evaluate_files(a.questions, a.annotations, a.results, a.dataset, a.version)
     print(format_table(metrics))
     if a.out:
         write_json(a.out, metrics, indent=2)
@@ -84,11 +88,12 @@ def evaluate_main(argv: list[str]) -> None:
 
 def extract_features(*, images: str, out: str, name: str = "resnet152", weights: str | None = None,
                      layer: str = "layer4", image_size: int = 448, batch_size: int = 32,
-                     num_workers: int = 2, device: str = "auto") -> None:
+                     num_workers: int = 2, device: str = "auto",
+                     ids: Literal["number", "name"] = "number") -> None:
     """Cache the grid features of every image in a folder (resumable: run it again after a kill).
 
     Args:
-        images: folder of images; the number ending each file name is its image id.
+        images: folder of images.
         out: cache folder (``features.npy`` + ``index.json``).
         name: torchvision model name (``resnet152`` in the paper).
         weights: torchvision weights name (``IMAGENET1K_V1``) or a local state-dict file.
@@ -97,6 +102,9 @@ def extract_features(*, images: str, out: str, name: str = "resnet152", weights:
         batch_size: images per forward pass.
         num_workers: image-decoding processes.
         device: ``auto`` (GPU when present, with float16 autocast), ``cpu`` or ``cuda[:i]``.
+        ids: how images are named in the cache: ``number`` (the number ending the file name:
+            COCO ids, for VQA, VQA-CP, OK-VQA, COCO-QA) or ``name`` (the file name's stem: GQA,
+            VizWiz, CLEVR).
     """
     from vqa.features import extract_features as extract
     from vqa.features import image_files
@@ -104,7 +112,7 @@ def extract_features(*, images: str, out: str, name: str = "resnet152", weights:
 
     encoder = TorchvisionEncoder(name, weights, layer, frozen=True)
     settings = {"name": name, "weights": weights, "layer": layer, "image_size": image_size}
-    cache = extract(image_files(images), out, encoder, settings, image_size, batch_size,
+    cache = extract(image_files(images, ids), out, encoder, settings, image_size, batch_size,
                     num_workers, device)
     print(f"{len(cache)} images cached in {out}: {cache.shape[0]} regions x {cache.shape[1]} "
           "float16 features each")
@@ -117,23 +125,27 @@ def extract_features_main(argv: list[str]) -> None:
 
 
 def check_features_main(argv: list[str]) -> None:
-    from vqa.data.formats import load_cocoqa, load_vqa
+    from vqa.data.datasets import detect_format, formats, get_format
     from vqa.features import FeatureCache, check_features
 
-    p = argparse.ArgumentParser(prog="vqa check-features", description="Verify a feature cache.")
-    p.add_argument("--cache", required=True, help="cache folder")
-    p.add_argument("--questions", nargs="*", default=[],
-                   help="VQA questions JSON files or COCO-QA split folders whose images must be cached")
+    p = argparse.ArgumentParser(prog="vqa check-features", description="Verify feature caches "
+                                "(read together, as a split's list of caches is).")
+    p.add_argument("--cache", required=True, nargs="+", help="cache folder(s)")
+    p.add_argument("--questions", nargs="*", default=[], help="questions files (or COCO-QA split "
+                   "folders) of any dataset, whose images must be cached")
+    p.add_argument("--dataset", choices=sorted(formats()),
+                   help="the questions' format (default: recognised from each file)")
     a = p.parse_args(argv)
-    needed: set[int] = set()
+    needed: set[int | str] = set()
     for q in a.questions:
-        examples = load_cocoqa(q) if Path(q).is_dir() else load_vqa(q)[0]
-        needed.update(ex.image_id for ex in examples)
+        fmt = get_format(a.dataset) if a.dataset else detect_format(q)
+        needed.update(ex.image_id for ex in fmt.read(q, None)[0])
     problems = check_features(a.cache, needed)
-    cache = FeatureCache(a.cache)
-    print(f"{a.cache}: {len(cache)} images, {cache.shape[0]} regions (grid "
-          f"{'x'.join(map(str, cache.meta['grid']))}) x {cache.shape[1]} features, float16; "
-          f"settings {cache.meta['settings']}")
+    for folder in a.cache:
+        cache = FeatureCache(folder)
+        print(f"{folder}: {len(cache)} images, {cache.shape[0]} regions (grid "
+              f"{'x'.join(map(str, cache.meta['grid']))}) x {cache.shape[1]} features, float16; "
+              f"settings {cache.meta['settings']}")
     if problems:
         sys.exit("check failed:\n  " + "\n  ".join(problems))
     print("ok" + (f": all {len(needed)} images of the questions are cached" if needed else ""))

@@ -295,15 +295,3 @@ def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
                         list(map(attrgetter("answer_type"), joined)), scores)
     summary["eval_version"] = version
     return summary
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    """A plain-text table of overall, per answer type and per question type accuracy."""
-    rows = [("overall", metrics["overall"])]
-    rows += [(f"answer type: {k}", v) for k, v in sorted(metrics["perAnswerType"].items())]
-    rows += [(f"question type: {k}", v) for k, v in sorted(metrics["perQuestionType"].items())]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"VQA accuracy ({metrics['num_questions']} questions, "
-             f"evaluation version '{metrics.get('eval_version', 'current')}')"]
-    lines += [f"  {name:<{width}}  {value:6.2f}" for name, value in rows]
-    return "\n".join(lines)

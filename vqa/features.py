@@ -4,7 +4,8 @@ Layout of a cache folder:
 
 * ``features.npy``: float16 array (M, N, C), memory-mappable (``np.load(mmap_mode="r")``); row ``i``
   holds the N = h x w grid regions (row-major) of the ``i``-th planned image.
-* ``index.json``: format, backbone settings, grid size, the planned image ids in row order and
+* ``index.json``: format, backbone settings, grid size, the planned image ids (numbers, or file
+  stems for datasets that name images: ``image_files``) in row order and
   ``done``, the number of leading rows already written.
 
 Extraction writes a batch of rows, flushes them, and only then advances ``done`` by replacing
@@ -19,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -34,17 +35,22 @@ INDEX, ARRAY = "index.json", "features.npy"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def image_files(folder: str | os.PathLike) -> dict[int, Path]:
-    """Image id -> file for the images of a folder; the id is the number that ends the file name
-    (``COCO_val2014_000000000042.jpg`` -> 42)."""
-    out: dict[int, Path] = {}
+def image_files(folder: str | os.PathLike, ids: Literal["number", "name"] = "number"
+                ) -> dict[int | str, Path]:
+    """Image id -> file for the images of a folder. ``number``: the number that ends the file
+    name (``COCO_val2014_000000000042.jpg`` -> 42: VQA, VQA-CP, OK-VQA, COCO-QA); ``name``: the
+    file name's stem (``n161313.jpg`` -> ``"n161313"``: GQA, VizWiz, CLEVR)."""
+    if ids not in ("number", "name"):
+        raise ValueError(f"unknown image naming {ids!r}; expected 'number' or 'name'")
+    out: dict[int | str, Path] = {}
     for path in sorted(Path(folder).iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         m = re.search(r"(\d+)$", path.stem)
-        if m is None:
-            raise ValueError(f"{path}: no image id at the end of the file name")
-        iid = int(m.group(1))
+        if ids == "number" and m is None:
+            raise ValueError(f"{path}: no image id at the end of the file name (use --ids name "
+                             "for datasets that name images otherwise)")
+        iid = int(m.group(1)) if ids == "number" else path.stem
         if iid in out:
             raise ValueError(f"{path}: image id {iid} also belongs to {out[iid]}")
         out[iid] = path
@@ -80,10 +86,10 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.row)
 
-    def __contains__(self, image_id: int) -> bool:
+    def __contains__(self, image_id: int | str) -> bool:
         return image_id in self.row
 
-    def __getitem__(self, image_id: int) -> torch.Tensor:
+    def __getitem__(self, image_id: int | str) -> torch.Tensor:
         import torch
 
         row = self.row.get(image_id)
@@ -105,7 +111,7 @@ def read_index(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: torch.nn.Module,
+def extract_features(images: dict[int | str, Path], out: str | os.PathLike, encoder: torch.nn.Module,
                      settings: dict[str, Any], image_size: int, batch_size: int = 32,
                      num_workers: int = 0, device: str = "auto", progress: bool = True
                      ) -> FeatureCache:
@@ -124,7 +130,7 @@ def extract_features(images: dict[int, Path], out: str | os.PathLike, encoder: t
     out.mkdir(parents=True, exist_ok=True)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ids = sorted(images)
+    ids = sorted(images)  # all numbers or all names
     encoder = encoder.to(device).eval().requires_grad_(False)
     meta = _resume_or_start(out, ids, settings, encoder, image_size, device)
     array = np.load(out / ARRAY, mmap_mode="r+")
@@ -163,7 +169,7 @@ class _ImageList:
         return load_image(self.paths[i], (self.size, self.size))  # (3, S, S) uint8
 
 
-def _resume_or_start(out: Path, ids: list[int], settings: dict[str, Any], encoder: torch.nn.Module,
+def _resume_or_start(out: Path, ids: list[int | str], settings: dict[str, Any], encoder: torch.nn.Module,
                      image_size: int, device: str) -> dict[str, Any]:
     if (out / INDEX).is_file():
         meta = read_index(out)
@@ -190,10 +196,15 @@ def _resume_or_start(out: Path, ids: list[int], settings: dict[str, Any], encode
     return meta
 
 
-def check_features(folder: str | os.PathLike, needed: Iterable[int] = (),
-                   chunk: int = 256) -> list[str]:
-    """Problems with a cache (empty when it is sound): incomplete, wrong shape or dtype,
-    repeated ids, NaN or infinite values, or image ids in ``needed`` that it lacks."""
+def check_features(folder: str | os.PathLike | Sequence[str | os.PathLike],
+                   needed: Iterable[int | str] = (), chunk: int = 256) -> list[str]:
+    """Problems with a cache, or several read together (empty when sound): incomplete, wrong
+    shape or dtype, repeated ids, NaN or infinite values, or image ids in ``needed`` that none of
+    them holds."""
+    if not isinstance(folder, str | os.PathLike):
+        caches = [FeatureCache(f) for f in folder]
+        problems = [f"{c.folder}: {p}" for c in caches for p in check_features(c.folder, (), chunk)]
+        return problems + _missing(needed, set().union(*(c.row for c in caches)))
     cache = FeatureCache(folder)
     meta, problems = cache.meta, []
     ids = meta["ids"]
@@ -212,8 +223,11 @@ def check_features(folder: str | os.PathLike, needed: Iterable[int] = (),
         bad = ~np.isfinite(block).reshape(len(block), -1).all(1)
         for r in np.flatnonzero(bad)[:5]:
             problems.append(f"image {ids[start + r]} (row {start + r}) has NaN or infinite values")
-    missing = sorted(set(needed) - cache.row.keys())
-    if missing:
-        problems.append(f"{len(missing)} image(s) needed by the questions are not cached, "
-                        f"e.g. {missing[:5]}")
-    return problems
+    return problems + _missing(needed, cache.row.keys())
+
+
+def _missing(needed: Iterable[int | str], cached: Iterable[int | str]) -> list[str]:
+    missing = sorted(set(needed) - set(cached), key=str)
+    if not missing:
+        return []
+    return [f"{len(missing)} image(s) needed by the questions are not cached, e.g. {missing[:5]}"]

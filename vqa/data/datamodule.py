@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
+from vqa.data.datasets import DataFormat
 from vqa.data.formats import Example, Split, image_paths
 from vqa.data.pipeline import InputPipeline, Question
 from vqa.data.preprocess import Preprocessed, cached, preprocess
@@ -32,6 +33,18 @@ STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)
 
 
 Splits = Split | list[Split]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a split is scored with: the metric's name (``vqa_acc``, ``acc``), the categories it is
+    reported per, which evaluation code it reproduces, and the answer index whose probability says
+    "unanswerable" (answerability is scored when the split has labels and the vocabulary has it)."""
+
+    name: str
+    groups: list[str]
+    reproduces: str
+    unanswerable: int | None = None
 
 
 @dataclass
@@ -141,7 +154,7 @@ class VQADataModule(pl.LightningDataModule):
             parts, source == "words"))
         tok = WordTokenizer(words) if source == "words" else PretrainedTokenizer(source)
         size, grid, dim = self.image_size, None, None
-        cache = next((FeatureCache(p.features) for p in parts if p.features), None)
+        cache = next((FeatureCache(f) for p in parts for f in p.feature_caches), None)
         if cache is not None:  # the grid, feature size and (for display) image size it was made at
             grid, dim = tuple(cache.meta["grid"]), cache.shape[1]
             extracted = cache.meta["settings"].get("image_size")
@@ -154,7 +167,22 @@ class VQADataModule(pl.LightningDataModule):
         vocab = word_vocabulary((tokenize(ex.question) for ex in examples),
                                 self.min_word_count) if words else None
         return vocab, answer_vocabulary((ex.multiple_choice_answer for ex in examples),
-                                        self.num_answers)
+                                        self.num_answers, self._scorer(parts).normalize)
+
+    def data_format(self, name: str) -> DataFormat:
+        """The dataset format of split ``name`` (all its parts share one)."""
+        return _format(self._split(name))
+
+    def _scorer(self, parts: list[Split]) -> Any:
+        return _format(parts).scorer(self.eval_version)
+
+    def metric(self, name: str) -> MetricSpec:
+        """How split ``name`` is scored (``VQAModule`` builds its metrics from this)."""
+        scorer, fmt = self._scorer(self._split(name)), self.data_format(name)
+        data, _ = self.preprocessed(name)
+        unanswerable = (self.pipeline.answers.index.get(scorer.normalize(fmt.unanswerable))
+                        if fmt.unanswerable and data.answerable is not None else None)
+        return MetricSpec(scorer.metric, data.group_names, scorer.reproduces, unanswerable)
 
     def _read(self, parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
         """``_joined(parts)``, read once per data module (vocabularies and the training split
@@ -198,7 +226,7 @@ class VQADataModule(pl.LightningDataModule):
 
             def build() -> tuple[Preprocessed, list[tuple[str | None, int]]]:
                 examples, sizes = self._read(parts)
-                return preprocess(examples, pipeline, self.eval_version), sizes
+                return preprocess(examples, pipeline, self._scorer(parts)), sizes
 
             hit = self._preprocessed[name] = (
                 repr(key), cached(self.cache_dir, f"{name}-preprocessed", key, build))
@@ -239,15 +267,16 @@ class VQADataModule(pl.LightningDataModule):
                 examples: list[Example], decode: bool = True) -> ImageFiles | CachedFeatures:
         """The split's image source (``decode=False``: check it without decoding images)."""
         if all(p.features for p in parts):
-            caches = [FeatureCache(p.features) for p in parts]
+            caches = [FeatureCache(f) for p in parts for f in p.feature_caches]
             for cache in caches:
                 self._check_cache(cache)
             sources = CachedFeatures(caches)
             missing = {ex.image_id for ex in examples} - set().union(*(c.row for c in caches))
             if missing:
-                raise ValueError(f"feature caches {[p.features for p in parts]} lack "
+                raise ValueError(f"feature caches {[str(c.folder) for c in caches]} lack "
                                  f"{len(missing)} image(s) of these questions, e.g. "
-                                 f"{sorted(missing)[:5]}; run `vqa extract-features` on them")
+                                 f"{sorted(missing, key=str)[:5]}; run `vqa extract-features` "
+                                 "on them")
             return sources
         if any(p.features for p in parts):
             raise ValueError("give 'features' for every part of a split or for none")
@@ -370,6 +399,15 @@ class VQADataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def _format(parts: list[Split]) -> DataFormat:
+    """The one dataset format of a split's parts."""
+    names = {p.format for p in parts}
+    if len(names) != 1:
+        raise ValueError(f"the parts of a split must share one format, got {sorted(names)} "
+                         f"({[p.questions for p in parts]})")
+    return parts[0].data_format()
 
 
 def _joined(parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:

@@ -1,9 +1,11 @@
 """``VQADataset``: preprocessed questions + an image source -> tensors, and ``collate`` for batches.
 
-An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float, "image_id": (), "question":
-(T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": () most common
-answer or -100, "answer_type": () index into ``ANSWER_TYPES`` or -1, "question_id": ()}``, plus
-``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary) for multiple choice, and
+An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float, "image_id": int or str,
+"question": (T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": ()
+most common answer or -100, "groups": (G,) the question's category on each axis the benchmark
+reports, or -1, "question_id": ()}``, plus ``"answerable": ()`` (1., 0., -1. unknown) for datasets
+that label answerability, ``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary)
+for multiple choice, and
 ``"question_features": (T, L, H)`` when a frozen text encoder's features are cached. Grounded items
 (shapes) add ``"grounding_boxes": (H, W)``, ``"grounding_words": (T,)`` referring tokens and
 ``"question_words": (T,)`` each token's word (-1: none).
@@ -38,23 +40,23 @@ class ImageFiles:
 
     key = "image"
 
-    def __init__(self, paths: dict[int, Path], pipeline: InputPipeline,
+    def __init__(self, paths: dict[int | str, Path], pipeline: InputPipeline,
                  in_memory: bool = False) -> None:
         self.paths, self.pipeline = paths, pipeline
-        self._original: dict[int, tuple[int, int]] = {}
+        self._original: dict[int | str, tuple[int, int]] = {}
         self.memory = {iid: pipeline.image(p) for iid, p in tqdm(
             paths.items(), desc="caching images", unit="img")} if in_memory else None
 
-    def raw(self, image_id: int) -> torch.Tensor:
+    def raw(self, image_id: int | str) -> torch.Tensor:
         """(3, H, W) uint8, resized as the model sees it."""
         if self.memory is not None:
             return self.memory[image_id]
         return self.pipeline.image(self.paths[image_id])
 
-    def __getitem__(self, image_id: int) -> torch.Tensor:
+    def __getitem__(self, image_id: int | str) -> torch.Tensor:
         return self.pipeline.normalize(self.raw(image_id))
 
-    def original_size(self, image_id: int) -> tuple[int, int]:
+    def original_size(self, image_id: int | str) -> tuple[int, int]:
         """(width, height) of the image file, before resizing (read from its header once)."""
         if image_id not in self._original:
             with Image.open(self.paths[image_id]) as img:
@@ -76,7 +78,7 @@ class CachedFeatures:
     def __init__(self, caches: Sequence[Any]) -> None:
         self.caches = list(caches)
 
-    def __getitem__(self, image_id: int) -> torch.Tensor:
+    def __getitem__(self, image_id: int | str) -> torch.Tensor:
         for cache in self.caches:
             if image_id in cache:
                 return cache[image_id]
@@ -125,7 +127,9 @@ class VQADataset(Dataset):
         item = {self.images.key: self.images[ex.image_id], "image_id": ex.image_id,
                 "question": question, "question_mask": mask,
                 "target": d.target(i, self.num_answers), "answer_index": d.answer_index[i],
-                "answer_type": d.answer_type[i], "question_id": ex.question_id}
+                "groups": d.groups[i], "question_id": ex.question_id}
+        if d.answerable is not None:
+            item["answerable"] = d.answerable[i]
         if d.choices is not None:
             item["choices"] = d.choices[i]
         if self.question_features is not None:
@@ -140,14 +144,16 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack items, trim question padding to the longest question in the batch, and keep each
     image once: ``image`` (B_img, 3, S, S) or ``features`` (B_img, N, C), in order of first
     appearance. When an image repeats, ``image_index`` (B,) points each question into them, so
-    questions about the same image share the image-side work; without it, row i is question i's."""
+    questions about the same image share the image-side work; without it, row i is question i's.
+    Image ids (numbers or file names) stay out of the batch."""
     key = "image" if "image" in items[0] else "features"
-    images: dict[int, int] = {}
+    images: dict[int | str, int] = {}
     for it in items:
         images.setdefault(it["image_id"], len(images))
     first = {row: it[key] for it in items for row in (images[it["image_id"]],)}
     batch = {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k])
-             else torch.tensor([it[k] for it in items]) for k in items[0] if k != key}
+             else torch.tensor([it[k] for it in items]) for k in items[0]
+             if k not in (key, "image_id")}
     batch[key] = torch.stack([first[r] for r in range(len(images))])
     if len(images) < len(items):
         batch["image_index"] = torch.tensor([images[it["image_id"]] for it in items])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from vqa._io import file_key, gc_paused, read_json
 
@@ -31,10 +31,17 @@ _ANNOTATION_FIELDS = {"question_id": int, "image_id": int, "question_type": str,
 
 @dataclass(frozen=True)
 class Example:
-    """One question, joined with its annotation when the split has one."""
+    """One question, joined with its annotation when the split has one.
+
+    ``image_id`` identifies the image: a COCO id, or (datasets that name images by file) the file
+    name's stem. ``image_file`` is the image's path under the split's ``images`` folder when the
+    dataset names it (otherwise the split's ``image_template`` gives it). ``types`` holds the
+    categories the benchmark reports accuracy per (``{"answer_type": "yes/no"}``, GQA's
+    ``{"structural": ..., "semantic": ...}``). ``answerable`` is VizWiz's answerability label.
+    """
 
     question_id: int
-    image_id: int
+    image_id: int | str
     question: str
     answers: tuple[str, ...] = ()
     answer_type: str | None = None
@@ -42,6 +49,9 @@ class Example:
     multiple_choice_answer: str | None = None
     multiple_choices: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    image_file: str | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    answerable: bool | None = None
 
 
 def _records(path: str | os.PathLike, data: Any, key: str, fields: dict[str, type]
@@ -95,16 +105,33 @@ def _load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | Non
               ) -> tuple[list[Example], str | None]:
     data = read_json(questions)
     qs = _records(questions, data, "questions", _QUESTION_FIELDS)
+    anns = None if annotations is None else _records(
+        annotations, read_json(annotations), "annotations", _ANNOTATION_FIELDS)
+    return join_vqa(questions, qs, annotations, anns), data.get("data_subtype")
+
+
+def vqa_records(path: str | os.PathLike, records: Any, kind: str) -> dict[int, dict]:
+    """A list of VQA ``questions`` or ``annotations`` records (the format's fields checked), by
+    question id; for formats that keep the VQA records in another wrapper (VQA-CP: a bare list)."""
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of {kind}")
+    return _records(path, {kind: records}, kind,
+                    _QUESTION_FIELDS if kind == "questions" else _ANNOTATION_FIELDS)
+
+
+def join_vqa(questions: str | os.PathLike, qs: dict[int, dict],
+             annotations: str | os.PathLike | None, anns: dict[int, dict] | None
+             ) -> list[Example]:
+    """VQA question records joined with their annotation records (``None``: a test split), in
+    question order; a question without annotation, or the reverse, is an error naming both."""
     for qid, q in qs.items():
         if not q["question"].strip():
             raise ValueError(f"{questions}: question_id {qid} has an empty question "
                              f"({q['question']!r}); a question needs at least one word")
-    subtype = data.get("data_subtype")
     choices = {qid: _choices(questions, q) for qid, q in qs.items()}
-    if annotations is None:
+    if anns is None:
         return [Example(qid, q["image_id"], q["question"], multiple_choices=choices[qid],
-                        extra=_extra(q, _QUESTION_FIELDS)) for qid, q in qs.items()], subtype
-    anns = _records(annotations, read_json(annotations), "annotations", _ANNOTATION_FIELDS)
+                        extra=_extra(q, _QUESTION_FIELDS)) for qid, q in qs.items()]
     orphans = sorted(anns.keys() - qs.keys())
     if orphans:
         raise ValueError(f"{annotations}: {len(orphans)} annotation(s) have no question in "
@@ -121,8 +148,9 @@ def _load_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | Non
         examples.append(Example(
             qid, q["image_id"], q["question"], _answers(annotations, a), a["answer_type"],
             a["question_type"], a["multiple_choice_answer"], choices[qid],
-            {**_extra(q, _QUESTION_FIELDS), **_extra(a, _ANNOTATION_FIELDS)}))
-    return examples, subtype
+            {**_extra(q, _QUESTION_FIELDS), **_extra(a, _ANNOTATION_FIELDS)},
+            types={"answer_type": a["answer_type"]}))
+    return examples
 
 
 def _choices(path: str | os.PathLike, q: dict) -> tuple[str, ...]:
@@ -170,22 +198,31 @@ def load_cocoqa(folder: str | os.PathLike) -> list[Example]:
         if not question.strip():
             raise ValueError(f"{folder / 'questions.txt'}: {line}: empty question")
         qtype = COCOQA_TYPES[int(kind)]
-        examples.append(Example(i, int(image_id), question.strip(), (answer.strip(),),
-                                "number" if qtype == "number" else "other", qtype,
-                                answer.strip()))
+        atype = "number" if qtype == "number" else "other"
+        examples.append(Example(i, int(image_id), question.strip(), (answer.strip(),), atype,
+                                qtype, answer.strip(), types={"answer_type": atype}))
     return examples
+
+
+def image_path(ex: Example, images: str | os.PathLike, template: str = COCO_TEMPLATE,
+               data_subtype: str | None = None) -> Path:
+    """The image file of an example: its ``image_file``, or ``template`` formatted with its
+    ``image_id`` and ``data_subtype``, under ``images``."""
+    return Path(images) / (ex.image_file or template.format(image_id=ex.image_id,
+                                                            data_subtype=data_subtype))
 
 
 def image_paths(examples: list[Example], images: str | os.PathLike,
                 template: str = COCO_TEMPLATE, data_subtype: str | None = None
-                ) -> dict[int, Path]:
-    """Image file per image id (``template`` formatted with ``image_id`` and ``data_subtype``);
-    a missing file is an error naming the file and a question that needs it."""
-    out: dict[int, Path] = {}
+                ) -> dict[int | str, Path]:
+    """Image file per image id (the example's ``image_file``, or ``template`` formatted with
+    ``image_id`` and ``data_subtype``); a missing file is an error naming the file and a question
+    that needs it."""
+    out: dict[int | str, Path] = {}
     for ex in examples:
         if ex.image_id in out:
             continue
-        path = Path(images) / template.format(image_id=ex.image_id, data_subtype=data_subtype)
+        path = image_path(ex, images, template, data_subtype)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image {ex.image_id} not found (needed by question_id "
                                     f"{ex.question_id}); check the images folder and template")
@@ -198,29 +235,46 @@ class Split:
     """One split of a dataset on disk.
 
     Args:
-        questions: ``vqa``: the questions JSON; ``cocoqa``: the split folder (``train/``, ``test/``).
-        annotations: annotations JSON (``vqa`` only; ``None`` for test splits).
+        questions: the questions file (VQA: questions JSON; GQA: ``*_balanced_questions.json``;
+            VizWiz: ``train.json`` ...; COCO-QA: the split folder).
+        annotations: the annotations file of formats that keep them apart (VQA, VQA-CP, OK-VQA;
+            ``None`` for test splits).
         images: folder of image files.
-        image_template: file name per image, formatted with ``image_id`` and ``data_subtype``.
-        format: ``vqa`` (VQA v1 / v2, open-ended or multiple choice) or ``cocoqa``.
+        image_template: file name per image, formatted with ``image_id`` and ``data_subtype``
+            (formats that name their image files ignore it).
+        format: the dataset format (``vqa.data.datasets``): ``vqa`` (VQA v1 / v2, open-ended or
+            multiple choice), ``cocoqa``, ``vqacp``, ``vizwiz``, ``gqa``, ``clevr``, ``okvqa``.
         data_subtype: overrides the questions file's (COCO-QA has none: ``train2014``, ``val2014``).
-        features: a feature cache folder (``vqa extract-features``); when given, the model reads
-            cached grid features instead of images.
+        features: feature cache folder(s) (``vqa extract-features``); when given, the model reads
+            cached grid features instead of images (an image is read from the first cache
+            holding it).
     """
 
     questions: str
     annotations: str | None = None
     images: str | None = None
     image_template: str = COCO_TEMPLATE
-    format: Literal["vqa", "cocoqa"] = "vqa"
+    format: str = "vqa"
     data_subtype: str | None = None
-    features: str | None = None
+    features: str | list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.data_format()  # an unknown format fails here, naming the known ones
+
+    def data_format(self) -> Any:
+        """The split's ``vqa.data.datasets.DataFormat``."""
+        from vqa.data.datasets import get_format
+
+        return get_format(self.format)
+
+    @property
+    def feature_caches(self) -> list[str]:
+        """The feature cache folders (none: the split reads images)."""
+        return [self.features] if isinstance(self.features, str) else list(self.features or [])
 
     def load(self) -> tuple[list[Example], str | None]:
         """The split's examples and data subtype."""
-        if self.format == "cocoqa":
-            return load_cocoqa(self.questions), self.data_subtype
-        examples, subtype = load_vqa(self.questions, self.annotations)
+        examples, subtype = self.data_format().read(self.questions, self.annotations)
         return examples, self.data_subtype or subtype
 
     def key(self) -> list[Any]:

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from vqa._io import atomic_open, gc_paused
-from vqa.data.answers import EvalVersion, answer_scores, clean, normalize_answer
-from vqa.data.formats import ANSWER_TYPES, Example
+from vqa.data.formats import Example
 from vqa.data.pipeline import InputPipeline
+from vqa.data.scoring import Scorer, VQAScore
 from vqa.data.vocab import Vocabulary
 
-CACHE_FORMAT = "vqa-preprocessed/3"
+CACHE_FORMAT = "vqa-preprocessed/4"
 T = TypeVar("T")
 
 
@@ -37,8 +37,11 @@ class Preprocessed:
     each token (``vqa.data.tokenizers.Encoded``). targets: CSR soft scores, the vocabulary answers of
     row ``i`` at ``target_index[target_offsets[i]:target_offsets[i + 1]]`` with their official
     accuracy in ``target_score``. answer_index: (N,) most common answer or -100.
-    answer_type: (N,) index into ``ANSWER_TYPES`` or -1. choices: (N, K) vocabulary index of
-    each multiple-choice candidate, -1 when not in the vocabulary (``None``: open-ended).
+    groups: (N, G) index into ``group_names`` of each example's category on each of the G axes
+    the benchmark reports (``Example.types``), -1 where it has none. answerable: (N,) VizWiz's
+    answerability label (1., 0., -1. unknown), ``None`` for other datasets. choices: (N, K)
+    vocabulary index of each multiple-choice candidate, -1 when not in the vocabulary (``None``:
+    open-ended).
     """
 
     examples: list[Example]
@@ -49,7 +52,9 @@ class Preprocessed:
     target_index: np.ndarray
     target_score: np.ndarray
     answer_index: torch.Tensor
-    answer_type: torch.Tensor
+    groups: torch.Tensor
+    group_names: list[str]
+    answerable: torch.Tensor | None = None
     choices: torch.Tensor | None = None
 
     def target(self, i: int, num_answers: int) -> torch.Tensor:
@@ -61,35 +66,56 @@ class Preprocessed:
         return out
 
 
-def soft_targets(examples: Sequence[Example], answers: Vocabulary,
-                 version: EvalVersion = "current") -> list[tuple[list[int], list[float]]]:
-    """Per example, the vocabulary answers with a non-zero official accuracy and that accuracy.
+def soft_targets(examples: Sequence[Example], answers: Vocabulary, scorer: Scorer | None = None
+                 ) -> list[tuple[list[int], list[float]]]:
+    """Per example, the vocabulary answers with a non-zero benchmark score and that score.
 
     A vocabulary answer ``a`` is scored as the evaluation scores the prediction ``a``: the target
-    at the predicted index is the official per-question accuracy.
+    at the predicted index is the benchmark's per-question score (default: official VQA accuracy).
     """
-    by_clean: dict[str, list[int]] = {}
-    by_norm: dict[str, list[int]] = {}
-    for i, a in enumerate(answers.tokens):
-        by_clean.setdefault(clean(a), []).append(i)
-        by_norm.setdefault(normalize_answer(a), []).append(i)
+    scorer = scorer or VQAScore()
+    index: dict[Callable[[str], str], dict[str, list[int]]] = {}  # per form: form(a) -> indices
     out = []
     for ex in examples:
-        scores, normalise = answer_scores(ex.answers, version) if ex.answers else ({}, False)
-        index = by_norm if normalise else by_clean
-        pairs = [(i, s) for a, s in scores.items() for i in index.get(a, ())]
+        scores, form = scorer.targets(ex.answers)
+        if form not in index:
+            index[form] = {}
+            for i, a in enumerate(answers.tokens):
+                index[form].setdefault(form(a), []).append(i)
+        pairs = [(i, s) for a, s in scores.items() for i in index[form].get(a, ())]
         out.append(([i for i, _ in pairs], [s for _, s in pairs]))
     return out
 
 
-def preprocess(examples: Sequence[Example], pipeline: InputPipeline,
-               version: EvalVersion = "current") -> Preprocessed:
-    """Tokens, soft targets, answer and type indices (and multiple-choice candidates)."""
+def group_name(axis: str, value: str, axes: int) -> str:
+    """A category's metric key: ``yes_no`` for one axis, ``structural/query`` for several."""
+    value = value.replace("/", "_")
+    return value if axes == 1 else f"{axis}/{value}"
+
+
+def groups(examples: Sequence[Example]) -> tuple[torch.Tensor, list[str]]:
+    """(N, G) category index per example and axis (-1: none), and the sorted category names."""
+    axes = list(dict.fromkeys(k for ex in examples for k in ex.types))
+    names = sorted({group_name(a, v, len(axes)) for ex in examples for a, v in ex.types.items()})
+    where = {name: i for i, name in enumerate(names)}
+    table = torch.full((len(examples), len(axes)), -1, dtype=torch.long)
+    for i, ex in enumerate(examples):
+        for j, axis in enumerate(axes):
+            if axis in ex.types:
+                table[i, j] = where[group_name(axis, ex.types[axis], len(axes))]
+    return table, names
+
+
+def preprocess(examples: Sequence[Example], pipeline: InputPipeline, scorer: Scorer | None = None
+               ) -> Preprocessed:
+    """Tokens, soft targets, answer indices and categories (and multiple-choice candidates)."""
+    scorer = scorer or VQAScore()
+    norm = scorer.normalize
     with gc_paused():
         examples = list(examples)
         n = len(examples)
         encoded = pipeline.encode([ex.question for ex in examples])  # (N, T)
-        targets = soft_targets(examples, pipeline.answers, version)
+        targets = soft_targets(examples, pipeline.answers, scorer)
         lengths = np.fromiter((len(ix) for ix, _ in targets), np.int64, n)
         answers = pipeline.answers.index
         choices = None
@@ -98,18 +124,24 @@ def preprocess(examples: Sequence[Example], pipeline: InputPipeline,
             choices = torch.full((n, k), -1, dtype=torch.long)  # (N, K)
             for i, ex in enumerate(examples):
                 choices[i, :len(ex.multiple_choices)] = torch.tensor(
-                    [answers.get(normalize_answer(c), -1) for c in ex.multiple_choices])
+                    [answers.get(norm(c), -1) for c in ex.multiple_choices])
         return Preprocessed(
             examples, torch.from_numpy(encoded.ids), torch.from_numpy(encoded.lengths),
             encoded.words,
             np.concatenate([[0], np.cumsum(lengths)]),
             np.fromiter((i for ix, _ in targets for i in ix), np.int32, int(lengths.sum())),
             np.fromiter((s for _, sc in targets for s in sc), np.float32, int(lengths.sum())),
-            torch.tensor([answers.get(normalize_answer(ex.multiple_choice_answer), -100)
+            torch.tensor([answers.get(norm(ex.multiple_choice_answer), -100)
                           if ex.multiple_choice_answer is not None else -100 for ex in examples]),
-            torch.tensor([ANSWER_TYPES.index(ex.answer_type) if ex.answer_type in ANSWER_TYPES
-                          else -1 for ex in examples]),
-            choices)
+            *groups(examples), _answerable(examples), choices)
+
+
+def _answerable(examples: Sequence[Example]) -> torch.Tensor | None:
+    """(N,) answerability labels (1., 0., -1. unknown), or ``None`` when no example has one."""
+    if all(ex.answerable is None for ex in examples):
+        return None
+    return torch.tensor([-1.0 if ex.answerable is None else float(ex.answerable)
+                         for ex in examples])
 
 
 def cached(cache_dir: str | os.PathLike | None, name: str, key: Any, build: Callable[[], T]) -> T:

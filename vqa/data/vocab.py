@@ -6,7 +6,7 @@ Both travel inside the input pipeline (``vqa.data.pipeline``) that every checkpo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from vqa.data.answers import normalize_answer
 
@@ -44,10 +44,11 @@ def word_vocabulary(questions: Iterable[Sequence[str]], min_word_count: int = 1)
     return Vocabulary([PAD, UNK, *sorted(w for w, c in words.items() if c >= min_word_count)], UNK)
 
 
-def answer_vocabulary(answers: Iterable[str], num_answers: int = 1000) -> Vocabulary:
-    """The ``num_answers`` most common normalised answers (ties broken alphabetically, so the
-    result is deterministic)."""
-    counts = Counter(normalize_answer(a) for a in answers)
+def answer_vocabulary(answers: Iterable[str], num_answers: int = 1000,
+                      normalize: Callable[[str], str] = normalize_answer) -> Vocabulary:
+    """The ``num_answers`` most common answers, normalised as the benchmark compares them (ties
+    broken alphabetically, so the result is deterministic)."""
+    counts = Counter(normalize(a) for a in answers)
     counts.pop("", None)
     return Vocabulary([a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                        [:num_answers]])

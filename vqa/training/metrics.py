@@ -1,11 +1,13 @@
-"""VQA accuracy as a torchmetrics ``Metric`` whose numbers equal the official evaluation.
+"""Benchmark accuracy as a torchmetrics ``Metric`` whose numbers equal the official evaluation.
 
-The soft target of an answer is its official accuracy for that question (``soft_targets``), so the
-target read at the predicted index is exactly the official per-question score. States are sums, so
-the metric reduces correctly across processes.
+The soft target of an answer is its benchmark score for that question (``soft_targets``: the VQA
+accuracy, VizWiz's, or exact match), so the target read at the predicted index is exactly the
+official per-question score. States are sums, so the metric reduces correctly across processes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -14,28 +16,39 @@ from vqa.data.formats import ANSWER_TYPES
 
 
 class VQAAccuracy(Metric):
-    """Mean official accuracy in percent, overall and per answer type (yes/no, number, other)."""
+    """Mean benchmark score in percent, overall and per category.
+
+    Args:
+        groups: the category names (``vqa.data.preprocess.groups``; default the VQA answer types
+            ``yes_no``, ``number``, ``other``). An example may fall in one category per axis
+            (GQA: a structural and a semantic type).
+    """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, groups: Sequence[str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("score", torch.zeros(len(ANSWER_TYPES) + 1, dtype=torch.float64),
-                       dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(len(ANSWER_TYPES) + 1, dtype=torch.float64),
-                       dist_reduce_fx="sum")
+        self.groups = list(groups if groups is not None
+                           else sorted(t.replace("/", "_") for t in ANSWER_TYPES))
+        size = len(self.groups) + 1  # slot 0: every question
+        self.add_state("score", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor, answer_type: torch.Tensor) -> None:
-        """``logits`` (B, A), ``target`` (B, A) soft scores, ``answer_type`` (B,) index or -1."""
+    def update(self, logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> None:
+        """``logits`` (B, A), ``target`` (B, A) soft scores, ``groups`` (B, G) category indices
+        (-1: none on that axis)."""
         score = target.gather(1, logits.argmax(1, keepdim=True)).squeeze(1).double()  # (B,)
-        group = torch.where(answer_type < 0, len(ANSWER_TYPES), answer_type)  # unknown -> last slot
-        self.score.index_add_(0, group, score)
-        self.count.index_add_(0, group, torch.ones_like(score))
+        slot = torch.cat([torch.zeros_like(groups[:, :1]), groups + 1], 1)  # (B, 1 + G)
+        valid = groups.new_ones(slot.shape, dtype=torch.bool)
+        valid[:, 1:] = groups >= 0
+        scores = score[:, None].expand_as(slot)  # (B, 1 + G)
+        self.score.index_add_(0, slot[valid], scores[valid])
+        self.count.index_add_(0, slot[valid], torch.ones_like(scores[valid]))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        out = {"": 100 * self.score.sum() / self.count.sum().clamp(min=1)}
-        for i, name in enumerate(ANSWER_TYPES):
+        out = {"": 100 * self.score[0] / self.count[0].clamp(min=1)}
+        for i, name in enumerate(self.groups, 1):
             if self.count[i] > 0:
-                out[name.replace("/", "_")] = 100 * self.score[i] / self.count[i]
+                out[name] = 100 * self.score[i] / self.count[i]
         return out

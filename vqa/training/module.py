@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
+from torchmetrics.classification import BinaryAveragePrecision
 
 from vqa.data.datamodule import STAGE_SPLITS
 from vqa.data.pipeline import InputPipeline
@@ -60,6 +61,10 @@ class VQAModule(pl.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler  # hparams hold their configs
         self.pipeline: InputPipeline | None = None  # the data's, or a checkpoint's
         self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in ("val", "test")})
+        self.metric_names = {"val": "vqa_acc", "test": "vqa_acc"}  # the data's scorer's (setup)
+        # VizWiz: average precision of "unanswerable" from that answer's probability.
+        self.answerability = nn.ModuleDict()
+        self.unanswerable: dict[str, int] = {}
         self.grounding = nn.ModuleDict({s: GroundingScores() for s in ("val", "test")})
         self._compiled = False
 
@@ -109,12 +114,24 @@ class VQAModule(pl.LightningModule):
             return restrict_to_choices(out["logits"], batch["choices"])
         return out["logits"]
 
+    def _unanswerable_probability(self, logits: torch.Tensor, stage: str) -> torch.Tensor:
+        """(B,) the probability of the answer "unanswerable" (VizWiz), as the loss models it."""
+        i = self.unanswerable[stage]
+        if self.hparams.loss == "softmax":
+            return logits.float().softmax(-1)[:, i]
+        return logits[:, i].float().sigmoid()
+
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self(batch)
         self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=self._loss_weight(batch),
                  sync_dist=True)
         answer_logits = self._answer_logits(out, batch)
-        self.metrics[stage].update(answer_logits, batch["target"], batch["answer_type"])
+        self.metrics[stage].update(answer_logits, batch["target"], batch["groups"])
+        if stage in self.answerability:
+            labelled = batch["answerable"] >= 0  # (B,)
+            self.answerability[stage].update(
+                self._unanswerable_probability(out["logits"], stage)[labelled],
+                (batch["answerable"][labelled] == 0).long())  # positive class: unanswerable
         out["answer"] = answer_logits.argmax(-1)  # (B,)
         if "grounding_boxes" in batch:
             self.grounding[stage].update(out["image_attention"], out["question_attention"],
@@ -141,10 +158,15 @@ class VQAModule(pl.LightningModule):
         # The metrics' states are already summed over processes, so every process holds the same
         # value; "max" over equal values keeps it exact (and tells Lightning it is synced).
         synced = {"sync_dist": True, "reduce_fx": "max"}
+        name = self.metric_names[stage]
         for key, value in self.metrics[stage].compute().items():
-            self.log(f"{stage}/vqa_acc" + (f"/{key}" if key else ""), value.float(),
+            self.log(f"{stage}/{name}" + (f"/{key}" if key else ""), value.float(),
                      prog_bar=not key, **synced)
         self.metrics[stage].reset()
+        if stage in self.answerability and self.answerability[stage].update_count:
+            ap = self.answerability[stage].compute()  # gathered over processes
+            self.log(f"{stage}/unanswerable_ap", 100 * ap.float(), **synced)
+            self.answerability[stage].reset()
         if self.grounding[stage].update_called:
             for key, value in self.grounding[stage].compute().items():
                 self.log(f"{stage}/grounding/{key}", value.float(), **synced)
@@ -159,8 +181,11 @@ class VQAModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         """Answer indices per question id (``ResultsWriter`` turns them into strings); for
         multiple choice also ``choice``, the position of the answer among the candidates."""
-        answer = self._answer_logits(self(batch), batch).argmax(-1)  # (B,)
+        logits = self(batch)["logits"]
+        answer = self._answer_logits({"logits": logits}, batch).argmax(-1)  # (B,)
         out = {"question_id": batch["question_id"], "answer": answer}
+        if "predict" in self.unanswerable:  # VizWiz results carry answerability
+            out["answerable"] = 1 - self._unanswerable_probability(logits, "predict")
         if "choices" in batch:
             hit = batch["choices"] == answer[:, None]  # (B, K)
             out["choice"] = torch.where(hit.any(1), hit.int().argmax(1), 0)  # none known: first
@@ -197,9 +222,25 @@ class VQAModule(pl.LightningModule):
         if encoder is not None:
             pipeline = pipeline.with_grid(encoder.grid(pipeline.image_size))
         dm.pipeline = self.pipeline = pipeline
+        self._scored_like(dm, stage)
         text = getattr(self.model, "question_encoder", None)
         if getattr(text, "frozen", False) and hasattr(dm, "use_question_features"):
             self._cache_question_features(dm, text, stage)
+
+    def _scored_like(self, dm: Any, stage: str) -> None:
+        """Metrics as the benchmark of each split of ``stage`` defines them (its metric name, the
+        categories it reports, answerability where it scores it)."""
+        for name in STAGE_SPLITS[stage]:
+            if dm.splits.get(name) is None or not hasattr(dm, "metric"):
+                continue
+            spec = dm.metric(name)
+            if name in self.metric_names:
+                self.metrics[name] = VQAAccuracy(spec.groups)
+                self.metric_names[name] = spec.name
+                if spec.unanswerable is not None:
+                    self.answerability[name] = BinaryAveragePrecision()
+            if spec.unanswerable is not None:
+                self.unanswerable[name] = spec.unanswerable
 
     def on_train_start(self) -> None:
         """``pipeline.json`` in the log folder, once training starts (a start that fails earlier,

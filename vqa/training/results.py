@@ -1,4 +1,5 @@
-"""Writes predictions in the official results format ``[{"question_id": int, "answer": str}]``."""
+"""Writes predictions in the benchmark's results format (VQA: ``[{"question_id": int, "answer":
+str}]``; GQA: ``questionId`` / ``prediction``; VizWiz: ``image`` / ``answer`` / ``answerable``)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ class ResultsWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            predictions: Sequence[Any], batch_indices: Sequence[Any]) -> None:
-        # (question id, vocabulary answer, multiple-choice candidate or None)
-        rows = [(int(q), int(a), int(batch["choice"][k]) if "choice" in batch else None)
+        # (question id, vocabulary answer, multiple-choice candidate or None, answerability)
+        rows = [(int(q), int(a), int(batch["choice"][k]) if "choice" in batch else None,
+                 float(batch["answerable"][k]) if "answerable" in batch else None)
                 for batch in predictions
                 for k, (q, a) in enumerate(zip(batch["question_id"], batch["answer"], strict=True))]
         if trainer.world_size > 1:
@@ -42,19 +44,22 @@ class ResultsWriter(BasePredictionWriter):
         if pl_module.pipeline is None:
             raise RuntimeError("the model has no input pipeline: load it from a checkpoint")
         answers = pl_module.pipeline.answers.tokens
-        examples = _predict_examples(trainer)
-        choices = {ex.question_id: ex.multiple_choices for ex in examples}
+        dm = getattr(trainer, "datamodule", None)
+        if not hasattr(dm, "dataset"):
+            raise RuntimeError("the results writer needs a VQADataModule's predict split")
+        examples = {ex.question_id: ex for ex in dm.dataset("predict").examples}
+        fmt = dm.data_format("predict")
         # A dict de-duplicates the samples distributed runs pad with.
-        results = {q: answers[a] if c is None else choices[q][c] for q, a, c in rows}
-        missing = choices.keys() - results.keys()
-        if examples and missing:
+        results = {q: (answers[a] if c is None else examples[q].multiple_choices[c], p)
+                   for q, a, c, p in rows}
+        missing = examples.keys() - results.keys()
+        if missing:
             raise RuntimeError(f"no prediction for {len(missing)} question(s), e.g. "
                                f"{sorted(missing)[:5]}; {self.path} not written")
-        write_json(self.path, [{"question_id": q, "answer": a} for q, a in sorted(results.items())])
+        entries = []
+        for q, (answer, answerable) in sorted(results.items()):
+            entries.append(fmt.result(examples[q], answer))
+            if answerable is not None:
+                entries[-1]["answerable"] = answerable
+        write_json(self.path, entries)
         print(f"wrote {len(results)} answers to {self.path}")
-
-
-def _predict_examples(trainer: pl.Trainer) -> list[Any]:
-    """The examples of the predict split, when the data come from a ``VQADataModule``."""
-    dm = getattr(trainer, "datamodule", None)
-    return dm.dataset("predict").examples if hasattr(dm, "dataset") else []
