@@ -38,13 +38,15 @@ Splits = Split | list[Split]
 @dataclass(frozen=True)
 class MetricSpec:
     """What a split is scored with: the metric's name (``vqa_acc``, ``acc``), the categories it is
-    reported per, which evaluation code it reproduces, and the answer index whose probability says
-    "unanswerable" (answerability is scored when the split has labels and the vocabulary has it)."""
+    reported per, which evaluation code it reproduces, the answer index whose probability says
+    "unanswerable" (VizWiz, when the vocabulary has it), and whether the split labels
+    answerability."""
 
     name: str
     groups: list[str]
     reproduces: str
     unanswerable: int | None = None
+    answerability_labels: bool = False
 
 
 @dataclass
@@ -181,8 +183,9 @@ class VQADataModule(pl.LightningDataModule):
         scorer, fmt = self._scorer(self._split(name)), self.data_format(name)
         data, _ = self.preprocessed(name)
         unanswerable = (self.pipeline.answers.index.get(scorer.normalize(fmt.unanswerable))
-                        if fmt.unanswerable and data.answerable is not None else None)
-        return MetricSpec(scorer.metric, data.group_names, scorer.reproduces, unanswerable)
+                        if fmt.unanswerable else None)
+        return MetricSpec(scorer.metric, data.group_names, scorer.reproduces, unanswerable,
+                          data.answerable is not None)
 
     def _read(self, parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
         """``_joined(parts)``, read once per data module (vocabularies and the training split

@@ -237,7 +237,7 @@ class VQAModule(pl.LightningModule):
             if name in self.metric_names:
                 self.metrics[name] = VQAAccuracy(spec.groups)
                 self.metric_names[name] = spec.name
-                if spec.unanswerable is not None:
+                if spec.unanswerable is not None and spec.answerability_labels:
                     self.answerability[name] = BinaryAveragePrecision()
             if spec.unanswerable is not None:
                 self.unanswerable[name] = spec.unanswerable
