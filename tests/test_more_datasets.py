@@ -344,19 +344,18 @@ def _features(data: dict[str, Any], out: Path) -> dict[str, list[str]]:
             for split in ("train", "val")}
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """`vqa fit` with the dataset's config, on cached features, for one epoch; `vqa validate`
-    logs the benchmark's metric, `vqa predict` writes the benchmark's results file, and
-    `vqa evaluate` (recognising the dataset) gives the same number."""
-    monkeypatch.chdir(tmp_path)
+def _fit_one_epoch(name: str, tmp_path: Path) -> tuple[dict[str, Any], list[str], str]:
+    """In ``tmp_path`` (the working directory): the dataset, its feature caches, an overlay on its
+    config (one epoch, CPU, fp32, CSV log in run/, checkpoint ckpt/best.ckpt, results.json), and
+    one epoch of `vqa fit`. Returns the data, the config arguments and the metric's name."""
     data = MAKERS[name](tmp_path / "data")
     caches = _features(data, tmp_path / "features")
     metric = get_format(data["train"]["format"]).scorer("current").metric
     overlay = {
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "precision": "32-true",
-                    "logger": False, "enable_progress_bar": False, "callbacks": [
+                    "enable_progress_bar": False, "logger": {
+                        "class_path": "pytorch_lightning.loggers.CSVLogger",
+                        "init_args": {"save_dir": "run", "name": "logs"}}, "callbacks": [
                         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {
                             "dirpath": "ckpt", "filename": "best", "monitor": f"val/{metric}",
                             "mode": "max", "enable_version_counter": False}},
@@ -369,6 +368,18 @@ def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
     args = ["-c", str(ROOT / CONFIGS[name]), "-c", "overlay.yaml"]
     main(["fit", *args])
     assert Path("ckpt/best.ckpt").is_file()
+    return {**data, "caches": caches}, args, metric
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vqa fit` with the dataset's config, on cached features, for one epoch; `vqa validate`
+    logs the benchmark's metric, `vqa predict` writes the benchmark's results file, and
+    `vqa evaluate` (recognising the dataset) gives the same number."""
+    monkeypatch.chdir(tmp_path)
+    data, args, metric = _fit_one_epoch(name, tmp_path)
+    caches = data["caches"]
     cli = run(["validate", *args, "--ckpt_path", "ckpt/best.ckpt"])
     logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     assert f"val/{metric}" in logged and 0 <= logged[f"val/{metric}"] <= 100
@@ -386,3 +397,23 @@ def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
         assert m["unanswerable_ap"] == pytest.approx(logged["val/unanswerable_ap"], abs=0.006)
     problems = run(["check-features", "--cache", *caches["val"], "--questions", val["questions"]])
     assert problems is None
+
+
+@pytest.mark.parametrize("name", ["vizwiz", "gqa"])
+def test_ddp_validation_equals_single_process(name: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 CPU processes (`vqa validate` under DDP): per-category sums and the answerability
+    average precision (gathered predictions) equal the single-process numbers."""
+    from test_distributed import DDP, last_metrics, run_vqa
+
+    monkeypatch.chdir(tmp_path)
+    _, args, _ = _fit_one_epoch(name, tmp_path)
+    ckpt = ["--ckpt_path", "ckpt/best.ckpt"]
+    main(["validate", *args, *ckpt])
+    single = last_metrics(tmp_path / "run")
+    run_vqa(["validate", *args, *ckpt, *DDP], tmp_path)
+    ddp = last_metrics(tmp_path / "run")
+    assert ddp.keys() == single.keys()
+    assert len([k for k in single if k.count("/") >= 2]) >= 2  # the categories are logged
+    for key, value in single.items():
+        assert ddp[key] == pytest.approx(value, rel=1e-5 if key.endswith("loss") else 1e-9), key

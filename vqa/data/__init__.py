@@ -1,4 +1,5 @@
-"""Official VQA formats, answer normalisation, the input pipeline, datasets and the shapes generator.
+"""Dataset formats (VQA, COCO-QA, VQA-CP, VizWiz, GQA, CLEVR, OK-VQA), answer scoring, the input
+pipeline, datasets and the shapes generator.
 
 Names are imported on first use, so that ``vqa.data.answers`` or ``vqa.data.formats`` (what
 ``vqa evaluate`` needs) load without torch or Lightning.
@@ -14,7 +15,9 @@ _WHERE = {
     "load_cocoqa": "formats", "load_vqa": "formats", "InputPipeline": "pipeline",
     "Preprocessed": "preprocess", "preprocess": "preprocess", "soft_targets": "preprocess",
     "PretrainedTokenizer": "tokenizers", "WordTokenizer": "tokenizers", "tokenize": "tokenizers",
-    "Vocabulary": "vocab",
+    "Vocabulary": "vocab", "DataFormat": "datasets", "formats": "datasets",
+    "get_format": "datasets", "detect_format": "datasets", "ExactMatch": "scoring",
+    "VQAScore": "scoring",
 }
 __all__ = sorted(_WHERE)
 

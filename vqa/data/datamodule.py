@@ -61,7 +61,8 @@ class ExampleView:
 
 
 class VQADataModule(pl.LightningDataModule):
-    """Serves VQA v1 / v2 and COCO-QA splits as batches of images or cached features.
+    """Serves the splits of any dataset format (``vqa.data.datasets``) as batches of images or
+    cached features, with soft targets and metric categories as the dataset's benchmark scores.
 
     The input pipeline (``vqa.data.pipeline.InputPipeline``: tokenizer, maximum question length,
     image size, answer vocabulary, region grid) comes from ``pipeline`` (a ``pipeline.json`` or a
