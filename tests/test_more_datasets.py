@@ -28,6 +28,8 @@ from vqa.training.metrics import VQAAccuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = sorted(MAKERS)
+# Where the one-epoch runs train (a GPU check sets {"accelerator": "gpu", "precision": "bf16-mixed"}).
+TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +176,20 @@ def test_truncated_file_is_a_located_error(tmp_path: Path) -> None:
         load(cfg)
 
 
+def test_check_data_finds_images_by_the_datasets_naming(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """`vqa check-data` on GQA (images named by imageId): a missing `n...` image is named."""
+    data = MAKERS["gqa"](tmp_path)
+    config = tmp_path / "gqa.yaml"
+    config.write_text(yaml.safe_dump({"data": {"train": data["train"], "val": data["val"]}}))
+    main(["check-data", "-c", str(config)])
+    assert "ok: the data can be used as configured" in capsys.readouterr().out
+    (tmp_path / "images" / "n1001.jpg").unlink()
+    with pytest.raises(SystemExit, match="1 problem"):
+        main(["check-data", "-c", str(config)])
+    assert f"val: {tmp_path / 'images' / 'n1001.jpg'}: image not found" in capsys.readouterr().out
+
+
 def test_unknown_format_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown dataset format 'vqa3'; expected one of "
                        r"\['clevr', 'cocoqa', 'gqa', 'okvqa', 'vizwiz', 'vqa', 'vqacp'\]"):
@@ -241,7 +257,8 @@ def test_vizwiz_evaluation_by_hand(made: dict, tmp_path: Path) -> None:
     assert "VizWiz API vqaEval.py" in format_table(m).splitlines()[0]
 
 
-def test_gqa_exact_match_by_type(made: dict, tmp_path: Path) -> None:
+def test_gqa_exact_match_by_type(made: dict, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
     """Answers compared as written; per structural and semantic type; unbalanced questions are
     answered but not scored (eval.py)."""
     questions = json.loads(Path(made["gqa"]["val"]["questions"]).read_text())
@@ -259,6 +276,12 @@ def test_gqa_exact_match_by_type(made: dict, tmp_path: Path) -> None:
                                       "verify": 0.0}
     assert m["per"]["semantic"] == {"attr": round(200 / 3, 2), "obj": 0.0}
     assert ExactMatch().score("t-shirt", ["T-shirt"]) == 0.0  # no normalisation
+    main(["evaluate", "--questions", str(tmp_path / "q.json"), "--results",
+          str(tmp_path / "r.json"), "--out", str(tmp_path / "m.json")])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == ("gqa: accuracy (4 questions), reproducing GQA's eval.py accuracy "
+                          "(exact match over balanced questions)")
+    assert json.loads((tmp_path / "m.json").read_text())["per"] == m["per"]
 
 
 def test_clevr_exact_match_by_final_function(made: dict, tmp_path: Path) -> None:
@@ -352,8 +375,7 @@ def _fit_one_epoch(name: str, tmp_path: Path) -> tuple[dict[str, Any], list[str]
     caches = _features(data, tmp_path / "features")
     metric = get_format(data["train"]["format"]).scorer("current").metric
     overlay = {
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "precision": "32-true",
-                    "enable_progress_bar": False, "logger": {
+        "trainer": {"max_epochs": 1, **TRAINER, "enable_progress_bar": False, "logger": {
                         "class_path": "pytorch_lightning.loggers.CSVLogger",
                         "init_args": {"save_dir": "run", "name": "logs"}}, "callbacks": [
                         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {
