@@ -105,6 +105,22 @@ def detect_format(questions: str | Path, annotations: str | Path | None = None) 
     return found[0]
 
 
+def require_text(where: str, rec: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Loader check: each field of ``names`` is a non-empty string."""
+    for name in names:
+        if not isinstance(rec.get(name), str) or not rec[name].strip():
+            raise ValueError(f"{where} has no {name!r} (expected a non-empty string)")
+
+
+def single_answer(where: str, rec: dict[str, Any]) -> tuple[str, ...]:
+    """Loader check: a record's one ``answer`` (exact-match datasets), ``()`` when the split has
+    none (test files); anything but a string is an error."""
+    answer = rec.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise ValueError(f"{where} has answer {answer!r}; expected a string")
+    return () if answer is None else (answer,)
+
+
 def first(data: Any) -> Any:
     """The first entry of a JSON list or of a dict's values (``None`` when empty or neither):
     what ``detect`` functions look at."""

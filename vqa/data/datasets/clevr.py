@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from vqa._io import read_json
-from vqa.data.datasets import DataFormat
+from vqa.data.datasets import DataFormat, require_text, single_answer
 from vqa.data.formats import Example
 from vqa.data.scoring import ExactMatch
 
@@ -46,18 +46,14 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
         if index in seen:
             raise ValueError(f"{where} appears more than once")
         seen.add(index)
-        for name in ("image_filename", "question"):
-            if not isinstance(rec.get(name), str) or not rec[name].strip():
-                raise ValueError(f"{where} has no {name!r} (expected a non-empty string)")
-        answer = rec.get("answer")
-        if answer is not None and not isinstance(answer, str):
-            raise ValueError(f"{where} has answer {answer!r}; expected a string")
+        require_text(where, rec, ("image_filename", "question"))
+        answers = single_answer(where, rec)
         function = _final_function(where, rec["program"]) if "program" in rec else None
         types = {"question_type": CATEGORIES[function], "function": function} if function else {}
         image = rec["image_filename"]
         examples.append(Example(
-            SPLITS[split] * 10**7 + index, image.rsplit(".", 1)[0], rec["question"],
-            (answer,) if answer is not None else (), None, function, answer,
+            SPLITS[split] * 10**7 + index, image.rsplit(".", 1)[0], rec["question"], answers,
+            None, function, answers[0] if answers else None,
             extra={"question_index": index, "question_family_index":
                    rec.get("question_family_index")},
             image_file=image, types=types))

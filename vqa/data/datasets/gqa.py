@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from vqa._io import read_json
-from vqa.data.datasets import DataFormat, first
+from vqa.data.datasets import DataFormat, first, require_text, single_answer
 from vqa.data.formats import Example
 from vqa.data.scoring import ExactMatch
 
@@ -41,16 +41,12 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
         ids[int(key)] = key
         if not isinstance(rec, dict):
             raise ValueError(f"{where} should be an object")
-        for name in ("imageId", "question"):
-            if not isinstance(rec.get(name), str) or not rec[name].strip():
-                raise ValueError(f"{where} has no {name!r} (expected a non-empty string)")
-        answer = rec.get("answer")
-        if answer is not None and not isinstance(answer, str):
-            raise ValueError(f"{where} has answer {answer!r}; expected a string")
-        types = _types(where, rec) if answer is not None else {}
+        require_text(where, rec, ("imageId", "question"))
+        answers = single_answer(where, rec)
+        types = _types(where, rec) if answers else {}
         examples.append(Example(
-            int(key), rec["imageId"], rec["question"], (answer,) if answer is not None else (),
-            None, types.get("structural"), answer,
+            int(key), rec["imageId"], rec["question"], answers, None, types.get("structural"),
+            answers[0] if answers else None,
             extra={"questionId": key, "isBalanced": rec.get("isBalanced", True),
                    "fullAnswer": rec.get("fullAnswer")},
             image_file=f"{rec['imageId']}.jpg", types=types))

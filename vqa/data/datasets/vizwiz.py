@@ -34,7 +34,7 @@ from vqa.data.answers import (
     clean,
     process_punctuation,
 )
-from vqa.data.datasets import DataFormat, first
+from vqa.data.datasets import DataFormat, first, require_text
 from vqa.data.formats import HUMAN_ANSWERS, Example
 from vqa.data.scoring import Targets
 
@@ -98,12 +98,11 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
         if image in seen:
             raise ValueError(f"{where} appears more than once")
         seen.add(image)
-        question = rec.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"{where} has no question (expected a non-empty string)")
+        require_text(where, rec, ("question",))
         answers, answer_type, answerable = _annotation(where, rec)
         examples.append(Example(
-            SPLITS[m.group(1)] * 10**8 + int(m.group(2)), Path(image).stem, question, answers,
+            SPLITS[m.group(1)] * 10**8 + int(m.group(2)), Path(image).stem, rec["question"],
+            answers,
             answer_type, None, _most_common(answers),
             extra={k: v for k, v in rec.items() if k not in ("question", "answers")},
             image_file=image, types={"answer_type": answer_type} if answer_type else {},
