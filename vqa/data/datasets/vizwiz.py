@@ -102,8 +102,7 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
         answers, answer_type, answerable = _annotation(where, rec)
         examples.append(Example(
             SPLITS[m.group(1)] * 10**8 + int(m.group(2)), Path(image).stem, rec["question"],
-            answers,
-            answer_type, None, _most_common(answers),
+            answers, answer_type, None, _most_common(answers),
             extra={k: v for k, v in rec.items() if k not in ("question", "answers")},
             image_file=image, types={"answer_type": answer_type} if answer_type else {},
             answerable=answerable))
