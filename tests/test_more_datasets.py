@@ -439,3 +439,57 @@ def test_ddp_validation_equals_single_process(name: str, tmp_path: Path,
     assert len([k for k in single if k.count("/") >= 2]) >= 2  # the categories are logged
     for key, value in single.items():
         assert ddp[key] == pytest.approx(value, rel=1e-5 if key.endswith("loss") else 1e-9), key
+
+
+TOY_FORMAT = '''
+"""A dataset kept outside the package: a CSV of image,question,answer."""
+import csv
+
+from vqa.data.datasets import DataFormat
+from vqa.data.formats import Example
+from vqa.data.scoring import ExactMatch
+
+
+def read(questions, annotations=None):
+    with open(questions, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [Example(i, r["image"], r["question"], (r["answer"],), None, None, r["answer"],
+                    image_file=r["image"] + ".png", types={"kind": r["kind"]})
+            for i, r in enumerate(rows)], None
+
+
+FORMAT = DataFormat("toy", read, lambda version: ExactMatch("toy exact match"),
+                    lambda data, annotations: False, image_ids="name")
+'''
+
+
+def test_a_dataset_is_one_module_and_one_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A format module outside the package (named by `format`) plus a config train through
+    `vqa fit`, with its own metric and categories: no other code is involved."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    Path("toy_format.py").write_text(TOY_FORMAT)
+    from dataset_fixtures import COLOURS, _image
+
+    for split, n in (("train", 24), ("val", 8)):
+        rows = ["image,question,answer,kind"]
+        for k in range(n):
+            colour = list(COLOURS)[k % 3]
+            _image(tmp_path / "img" / f"{split}{k}.png", colour)
+            rows.append(f"{split}{k},what color is it,{colour},{'warm' if k % 3 == 0 else 'cold'}")
+        Path(f"{split}.csv").write_text("\n".join(rows))
+    config = {
+        "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "callbacks": [
+            {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {
+                "dirpath": "ckpt", "filename": "best", "monitor": "val/acc", "mode": "max"}}]},
+        "data": {split: {"format": "toy_format", "questions": f"{split}.csv", "images": "img",
+                         "annotations": None} for split in ("train", "val")}
+        | {"image_size": 32, "cache_dir": None}}
+    Path("toy.yaml").write_text(yaml.safe_dump(config))
+    caplog.set_level("INFO")
+    cli = run(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "toy.yaml"])
+    logged = cli.trainer.callback_metrics
+    assert {"val/acc", "val/acc/warm", "val/acc/cold"} <= logged.keys()
+    assert Path("ckpt/best.ckpt").is_file()
+    assert "val/acc reproduces toy exact match" in caplog.text

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import BinaryAveragePrecision
 
@@ -235,6 +236,7 @@ class VQAModule(pl.LightningModule):
                 continue
             spec = dm.metric(name)
             if name in self.metric_names:
+                rank_zero_info(f"{name}/{spec.name} reproduces {spec.reproduces}")
                 self.metrics[name] = VQAAccuracy(spec.groups)
                 self.metric_names[name] = spec.name
                 if spec.unanswerable is not None and spec.answerability_labels:

@@ -3,7 +3,8 @@
 A format says how a release's files are read into ``Example``s, how its answers are scored
 (``vqa.data.scoring``), how its results file is written and read, and how its images are named.
 Every module of this package that defines ``FORMAT`` is found on first use: adding a dataset is
-adding a module here (and a config), nothing else.
+adding a module here (and a config), nothing else. A module elsewhere works too: a split's
+``format`` may name it (``mylab.datasets.foo``).
 """
 
 from __future__ import annotations
@@ -83,11 +84,19 @@ def formats() -> dict[str, DataFormat]:
 
 
 def get_format(name: str) -> DataFormat:
-    """The format called ``name``; an unknown name is an error listing the known ones."""
+    """The format called ``name``, or the ``FORMAT`` of the module ``name`` (a dataset kept
+    outside this package: ``format: mylab.datasets.foo``); else an error listing the known ones."""
     known = formats()
-    if name not in known:
-        raise ValueError(f"unknown dataset format {name!r}; expected one of {sorted(known)}")
-    return known[name]
+    if name in known:
+        return known[name]
+    try:
+        fmt = getattr(import_module(name), "FORMAT", None)
+    except ImportError:
+        fmt = None
+    if not isinstance(fmt, DataFormat):
+        raise ValueError(f"unknown dataset format {name!r}; expected one of {sorted(known)}, or "
+                         "an importable module that defines FORMAT = DataFormat(...)")
+    return fmt
 
 
 def detect_format(questions: str | Path, annotations: str | Path | None = None) -> DataFormat:
