@@ -156,6 +156,16 @@ MALFORMED = [
      r"question_index 5 has a malformed 'program'"),
     ("clevr", "questions", lambda d: d["questions"][0].update(answer=2),
      r"question_index 0 has answer 2; expected a string"),
+    ("clevr", "questions", lambda d: d["questions"][3].update(split=["train"]),
+     r"question 3 needs an integer 'question_index' and a 'split' in"),
+    ("clevr", "questions", lambda d: d["questions"][2]["program"][-1].update(function=["count"]),
+     r"question_index 2: the program ends in \['count'\]"),
+    ("gqa", "questions", lambda d: d.__setitem__("²", d["00000004"]),
+     r"question ²: a GQA question id is a string of digits"),
+    ("gqa", "questions", lambda d: d["00000001"].update(isBalanced="false"),
+     r"question 00000001 has isBalanced 'false'; expected true or false"),
+    ("vizwiz", "questions", lambda d: d[0].update(answerable=True),
+     r"image VizWiz_train_00000000.jpg has answerable True; expected 0 or 1"),
 ]
 
 
@@ -190,6 +200,19 @@ def test_check_data_finds_images_by_the_datasets_naming(tmp_path: Path,
     assert f"val: {tmp_path / 'images' / 'n1001.jpg'}: image not found" in capsys.readouterr().out
 
 
+def test_cache_named_otherwise_than_the_dataset_gets_a_hint(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """GQA images extracted by number (the default) do not match GQA's image ids: the check
+    says which naming to extract with."""
+    data = MAKERS["gqa"](tmp_path)
+    main(["extract-features", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "c"),
+          "--name", "resnet18", "--image_size", "32", "--device", "cpu", "--num_workers", "0"])
+    with pytest.raises(SystemExit, match=r"not cached.*\(the cache names images by number, gqa "
+                       r"by name: extract with --ids name\)"):
+        main(["check-features", "--cache", str(tmp_path / "c"), "--questions",
+              data["val"]["questions"]])
+
+
 def test_unknown_format_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown dataset format 'vqa3'; expected one of "
                        r"\['clevr', 'cocoqa', 'gqa', 'okvqa', 'vizwiz', 'vqa', 'vqacp'\]"):
@@ -222,6 +245,16 @@ def test_vizwiz_unanswerable_is_an_answer_like_any_other() -> None:
     assert score("unanswerable", ["unsuitable"] * 10) == 0.0
 
 
+def test_results_with_a_bad_id_are_a_located_error(made: dict, tmp_path: Path) -> None:
+    cfg = made["gqa"]["val"]
+    for bad in ([{"questionId": ["20000000"], "prediction": "no"}],
+                [{"questionId": True, "prediction": "no"}]):
+        (tmp_path / "r.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=r"r.json: entry 0 is not an object with a "
+                           r"'questionId' \(a number or string\)"):
+            evaluate_files(cfg["questions"], None, tmp_path / "r.json")
+
+
 def test_average_precision_by_hand_and_against_torchmetrics() -> None:
     # Ranked: + (P 1, R 1/2), -, + (P 2/3, R 1), -: AP = 1/2 x 1 + 1/2 x 2/3.
     labels, scores = np.array([1.0, 0, 1, 0]), np.array([0.9, 0.8, 0.3, 0.1])
@@ -234,6 +267,8 @@ def test_average_precision_by_hand_and_against_torchmetrics() -> None:
     scores = np.round(rng.random(200), 2)  # with ties
     want = binary_average_precision(torch.tensor(scores), torch.tensor(labels).long())
     assert average_precision(labels, scores) == pytest.approx(float(want), abs=1e-6)
+    # No positive (no unanswerable question): 0, as sklearn (VizWiz's script) and torchmetrics.
+    assert average_precision(np.zeros(3), np.array([0.1, 0.5, 0.9])) == 0.0
 
 
 def test_vizwiz_evaluation_by_hand(made: dict, tmp_path: Path) -> None:
@@ -322,7 +357,8 @@ def test_scorers_soft_targets_equal_their_scores() -> None:
     vocab = Vocabulary(["2 dogs", "dogs", "unanswerable", "don’t", "t-shirt", "blue"])
     cases = [(VizWizScore(), ["2 dogs"] * 3 + ["dogs"] * 5 + ["Two dogs"] * 2),
              (VizWizScore(), ["unanswerable"] * 2 + ["don’t"] * 8),
-             (ExactMatch(), ["t-shirt"]), (VQAScore(), ["blue"] * 4 + ["dogs"] * 6)]
+             (ExactMatch(), ["t-shirt"]), (VQAScore(), ["blue"] * 4 + ["dogs"] * 6),
+             (VQAScore(), ["Two dogs."])]  # one reference answer (COCO-QA): normalised match
     for scorer, humans in cases:
         from vqa.data.formats import Example
 
@@ -330,6 +366,20 @@ def test_scorers_soft_targets_equal_their_scores() -> None:
         dense = dict(zip(index, values, strict=True))
         for i, answer in enumerate(vocab.tokens):
             assert dense.get(i, 0.0) == pytest.approx(scorer.score(answer, humans)), (scorer, answer)
+
+
+def test_validation_metric_without_categories_and_with_unscored_questions() -> None:
+    """No category axis (G = 0) still counts every question overall; questions the benchmark
+    does not score (GQA's unbalanced) count nowhere."""
+    metric = VQAAccuracy([])
+    target = torch.eye(2)[[0, 0, 0, 0]]
+    logits = torch.tensor([[1.0, 0], [0, 1], [1, 0], [1, 0]])  # right, wrong, right, right
+    metric.update(logits, target, torch.zeros(4, 0, dtype=torch.long))
+    assert float(metric.compute()[""]) == 75.0
+    metric.reset()
+    metric.update(logits, target, torch.zeros(4, 0, dtype=torch.long),
+                  torch.tensor([True, True, True, False]))
+    assert float(metric.compute()[""]) == pytest.approx(200 / 3)
 
 
 def test_validation_metric_reports_every_axis() -> None:

@@ -54,10 +54,15 @@ def read_results(path: str | os.PathLike, fmt: DataFormat, examples: Sequence[Ex
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of {{{key!r}, {field!r}}} objects")
     known = {fmt.result_id(ex): ex.question_id for ex in examples}
+    if len(known) != len(examples):
+        raise ValueError(f"{path}: the questions' {key!r} values repeat (several splits read as "
+                         "one?); score each split's results on its own")
     out: dict[int, dict[str, Any]] = {}
     for i, r in enumerate(data):
-        if not isinstance(r, dict) or key not in r:
-            raise ValueError(f"{path}: entry {i} is not an object with {key!r}")
+        if not isinstance(r, dict) or not isinstance(r.get(key), int | str) or isinstance(
+                r[key], bool):
+            raise ValueError(f"{path}: entry {i} is not an object with a {key!r} (a number or "
+                             "string)")
         where = f"{path}: {key} {r[key]!r}"
         if not isinstance(r.get(field), str):
             raise ValueError(f"{where} has no string {field!r}")
@@ -108,8 +113,8 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     """Average precision of ranking by ``scores`` (higher: more likely positive): the sum over
     distinct thresholds of (recall gained) x precision, as ``sklearn.metrics.average_precision_score``
     (which VizWiz's evaluation calls) computes it."""
-    if labels.sum() == 0:
-        raise ValueError("average precision needs at least one positive label")
+    if labels.sum() == 0:  # sklearn (and torchmetrics) warn and give 0
+        return 0.0
     order = np.argsort(-scores, kind="mergesort")
     y, s = labels[order], scores[order]
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last row of each distinct score

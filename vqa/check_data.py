@@ -134,7 +134,7 @@ def check_split(name: str, parts: list[Split], workers: int = 8) -> Report:
 
 def unknown_answer_types(part: Split, examples: list[Example]) -> list[str]:
     """Annotated VQA questions whose ``answer_type`` is not one the metrics know."""
-    if part.format != "vqa" or part.annotations is None:
+    if part.format not in ("vqa", "vqacp") or part.annotations is None:
         return []
     bad = [ex for ex in examples if ex.answer_type not in ANSWER_TYPES]
     return [f"{part.annotations}: question_id {ex.question_id} has answer_type "

@@ -73,8 +73,8 @@ def evaluate_main(argv: list[str]) -> None:
                    "annotated file; COCO-QA: the split folder)")
     p.add_argument("--annotations", help="annotations file (VQA, VQA-CP, OK-VQA)")
     p.add_argument("--results", required=True, help="results file in the benchmark's format")
-    p.add_argument("--dataset", choices=sorted(formats()), help="the dataset format (default: "
-                   "recognised from the files)")
+    p.add_argument("--dataset", help=f"the dataset format: {', '.join(sorted(formats()))} or a "
+                   "module defining FORMAT (default: recognised from the files)")
     p.add_argument("--out", help="write the metrics JSON here")
     p.add_argument("--version", choices=("current", "2016"), default="current",
                    help="VQA evaluation release to reproduce (default: current)")
@@ -126,21 +126,26 @@ def extract_features_main(argv: list[str]) -> None:
 
 def check_features_main(argv: list[str]) -> None:
     from vqa.data.datasets import detect_format, formats, get_format
-    from vqa.features import FeatureCache, check_features
+    from vqa.features import FeatureCache, check_features, naming_hint
 
     p = argparse.ArgumentParser(prog="vqa check-features", description="Verify feature caches "
                                 "(read together, as a split's list of caches is).")
     p.add_argument("--cache", required=True, nargs="+", help="cache folder(s)")
     p.add_argument("--questions", nargs="*", default=[], help="questions files (or COCO-QA split "
                    "folders) of any dataset, whose images must be cached")
-    p.add_argument("--dataset", choices=sorted(formats()),
-                   help="the questions' format (default: recognised from each file)")
+    p.add_argument("--dataset", help=f"the questions' format: {', '.join(sorted(formats()))} or "
+                   "a module defining FORMAT (default: recognised from each file)")
     a = p.parse_args(argv)
     needed: set[int | str] = set()
+    hint = ""
     for q in a.questions:
         fmt = get_format(a.dataset) if a.dataset else detect_format(q)
         needed.update(ex.image_id for ex in fmt.read(q, None)[0])
+        cached = [i for c in a.cache for i in FeatureCache(c).row]
+        hint = hint or naming_hint(cached, fmt.image_ids, fmt.name)
     problems = check_features(a.cache, needed)
+    if problems and hint:
+        problems[-1] += hint
     for folder in a.cache:
         cache = FeatureCache(folder)
         print(f"{folder}: {len(cache)} images, {cache.shape[0]} regions (grid "

@@ -226,6 +226,15 @@ def check_features(folder: str | os.PathLike | Sequence[str | os.PathLike],
     return problems + _missing(needed, cache.row.keys())
 
 
+def naming_hint(cached: Iterable[int | str], naming: str, dataset: str) -> str:
+    """A hint when a cache names images otherwise than the dataset does (``""`` when alike)."""
+    kinds = {type(i) for i in cached}
+    if (naming == "name" and int in kinds) or (naming == "number" and str in kinds):
+        return (f" (the cache names images by {'number' if int in kinds else 'file name'}, "
+                f"{dataset} by {naming}: extract with --ids {naming})")
+    return ""
+
+
 def _missing(needed: Iterable[int | str], cached: Iterable[int | str]) -> list[str]:
     missing = sorted(set(needed) - set(cached), key=str)
     if not missing:

@@ -24,7 +24,7 @@ from vqa.data.question_features import QuestionFeatures, compute_question_featur
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
 from vqa.data.vocab import Vocabulary, answer_vocabulary, word_vocabulary
-from vqa.features import FeatureCache
+from vqa.features import FeatureCache, naming_hint
 
 DEFAULT_IMAGE_SIZE, DEFAULT_MAX_QUESTION_LENGTH = 448, 26
 # The splits each Lightning stage reads.
@@ -230,7 +230,8 @@ class VQADataModule(pl.LightningDataModule):
 
             def build() -> tuple[Preprocessed, list[tuple[str | None, int]]]:
                 examples, sizes = self._read(parts)
-                return preprocess(examples, pipeline, self._scorer(parts)), sizes
+                return preprocess(examples, pipeline, self._scorer(parts),
+                                  _format(parts).scored), sizes
 
             hit = self._preprocessed[name] = (
                 repr(key), cached(self.cache_dir, f"{name}-preprocessed", key, build))
@@ -275,12 +276,14 @@ class VQADataModule(pl.LightningDataModule):
             for cache in caches:
                 self._check_cache(cache)
             sources = CachedFeatures(caches)
-            missing = {ex.image_id for ex in examples} - set().union(*(c.row for c in caches))
+            cached = set().union(*(c.row for c in caches))
+            missing = {ex.image_id for ex in examples} - cached
             if missing:
+                fmt = _format(parts)
                 raise ValueError(f"feature caches {[str(c.folder) for c in caches]} lack "
                                  f"{len(missing)} image(s) of these questions, e.g. "
                                  f"{sorted(missing, key=str)[:5]}; run `vqa extract-features` "
-                                 "on them")
+                                 f"on them{naming_hint(cached, fmt.image_ids, fmt.name)}")
             return sources
         if any(p.features for p in parts):
             raise ValueError("give 'features' for every part of a split or for none")

@@ -4,8 +4,8 @@ An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float, "image_i
 "question": (T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": ()
 most common answer or -100, "groups": (G,) the question's category on each axis the benchmark
 reports, or -1, "question_id": ()}``, plus ``"answerable": ()`` (1., 0., -1. unknown) for datasets
-that label answerability, ``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary)
-for multiple choice, and
+that label answerability, ``"scored": ()`` bool where the benchmark scores only some questions,
+``"choices": (K,)`` candidate answer indices (-1: not in the vocabulary) for multiple choice, and
 ``"question_features": (T, L, H)`` when a frozen text encoder's features are cached. Grounded items
 (shapes) add ``"grounding_boxes": (H, W)``, ``"grounding_words": (T,)`` referring tokens and
 ``"question_words": (T,)`` each token's word (-1: none).
@@ -130,6 +130,8 @@ class VQADataset(Dataset):
                 "groups": d.groups[i], "question_id": ex.question_id}
         if d.answerable is not None:
             item["answerable"] = d.answerable[i]
+        if d.scored is not None:
+            item["scored"] = d.scored[i]
         if d.choices is not None:
             item["choices"] = d.choices[i]
         if self.question_features is not None:

@@ -200,7 +200,7 @@ def load_cocoqa(folder: str | os.PathLike) -> list[Example]:
         qtype = COCOQA_TYPES[int(kind)]
         atype = "number" if qtype == "number" else "other"
         examples.append(Example(i, int(image_id), question.strip(), (answer.strip(),), atype,
-                                qtype, answer.strip(), types={"answer_type": atype}))
+                                qtype, answer.strip(), types={"question_type": qtype}))
     return examples
 
 

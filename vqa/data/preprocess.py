@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vqa._io import atomic_open, gc_paused
+from vqa.data.answers import EvalVersion
 from vqa.data.formats import Example
 from vqa.data.pipeline import InputPipeline
 from vqa.data.scoring import Scorer, VQAScore
@@ -41,7 +42,8 @@ class Preprocessed:
     the benchmark reports (``Example.types``), -1 where it has none. answerable: (N,) VizWiz's
     answerability label (1., 0., -1. unknown), ``None`` for other datasets. choices: (N, K)
     vocabulary index of each multiple-choice candidate, -1 when not in the vocabulary (``None``:
-    open-ended).
+    open-ended). scored: (N,) bool, the questions the benchmark's evaluation scores (``None``:
+    all).
     """
 
     examples: list[Example]
@@ -56,6 +58,7 @@ class Preprocessed:
     group_names: list[str]
     answerable: torch.Tensor | None = None
     choices: torch.Tensor | None = None
+    scored: torch.Tensor | None = None
 
     def target(self, i: int, num_answers: int) -> torch.Tensor:
         """(A,) soft scores of row ``i``."""
@@ -66,14 +69,19 @@ class Preprocessed:
         return out
 
 
-def soft_targets(examples: Sequence[Example], answers: Vocabulary, scorer: Scorer | None = None
-                 ) -> list[tuple[list[int], list[float]]]:
+def _scorer(scorer: Scorer | EvalVersion | None) -> Scorer:
+    """A scorer; a VQA evaluation release names the VQA accuracy of that release."""
+    return VQAScore(scorer) if isinstance(scorer, str) else scorer or VQAScore()
+
+
+def soft_targets(examples: Sequence[Example], answers: Vocabulary,
+                 scorer: Scorer | EvalVersion | None = None) -> list[tuple[list[int], list[float]]]:
     """Per example, the vocabulary answers with a non-zero benchmark score and that score.
 
     A vocabulary answer ``a`` is scored as the evaluation scores the prediction ``a``: the target
     at the predicted index is the benchmark's per-question score (default: official VQA accuracy).
     """
-    scorer = scorer or VQAScore()
+    scorer = _scorer(scorer)
     index: dict[Callable[[str], str], dict[str, list[int]]] = {}  # per form: form(a) -> indices
     out = []
     for ex in examples:
@@ -106,10 +114,12 @@ def groups(examples: Sequence[Example]) -> tuple[torch.Tensor, list[str]]:
     return table, names
 
 
-def preprocess(examples: Sequence[Example], pipeline: InputPipeline, scorer: Scorer | None = None
-               ) -> Preprocessed:
-    """Tokens, soft targets, answer indices and categories (and multiple-choice candidates)."""
-    scorer = scorer or VQAScore()
+def preprocess(examples: Sequence[Example], pipeline: InputPipeline,
+               scorer: Scorer | EvalVersion | None = None,
+               scored: Callable[[Example], bool] | None = None) -> Preprocessed:
+    """Tokens, soft targets, answer indices, categories and which questions the benchmark scores
+    (``scored``, default all), and multiple-choice candidates."""
+    scorer = _scorer(scorer)
     norm = scorer.normalize
     with gc_paused():
         examples = list(examples)
@@ -133,7 +143,9 @@ def preprocess(examples: Sequence[Example], pipeline: InputPipeline, scorer: Sco
             np.fromiter((s for _, sc in targets for s in sc), np.float32, int(lengths.sum())),
             torch.tensor([answers.get(norm(ex.multiple_choice_answer), -100)
                           if ex.multiple_choice_answer is not None else -100 for ex in examples]),
-            *groups(examples), _answerable(examples), choices)
+            *groups(examples), _answerable(examples), choices,
+            None if scored is None or all(map(scored, examples))
+            else torch.tensor([scored(ex) for ex in examples]))
 
 
 def _answerable(examples: Sequence[Example]) -> torch.Tensor | None:

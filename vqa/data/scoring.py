@@ -61,14 +61,16 @@ class VQAScore:
 
     metric = "vqa_acc"
 
-    def __init__(self, version: EvalVersion = "current") -> None:
+    def __init__(self, version: EvalVersion = "current", reproduces: str | None = None) -> None:
         self.version = version
-        self.reproduces = f"the official VQA evaluation (vqaEval.py, release '{version}')"
+        self.reproduces = reproduces or f"the official VQA evaluation (vqaEval.py, release '{version}')"
 
     def normalize(self, answer: str) -> str:
         return normalize_answer(answer)
 
     def score(self, prediction: str, answers: Sequence[str]) -> float:
+        if len(answers) == 1:  # one reference answer (COCO-QA): a match after normalisation
+            return float(normalize_answer(prediction) == normalize_answer(answers[0]))
         return vqa_accuracy(prediction, answers, self.version)
 
     def targets(self, answers: Sequence[str]) -> Targets:

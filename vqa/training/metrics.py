@@ -35,13 +35,16 @@ class VQAAccuracy(Metric):
         self.add_state("score", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, target: torch.Tensor, groups: torch.Tensor,
+               scored: torch.Tensor | None = None) -> None:
         """``logits`` (B, A), ``target`` (B, A) soft scores, ``groups`` (B, G) category indices
-        (-1: none on that axis)."""
+        (-1: none on that axis; G may be 0), ``scored`` (B,) the questions the benchmark scores
+        (default all: GQA's evaluation skips its unbalanced questions)."""
         score = target.gather(1, logits.argmax(1, keepdim=True)).squeeze(1).double()  # (B,)
-        slot = torch.cat([torch.zeros_like(groups[:, :1]), groups + 1], 1)  # (B, 1 + G)
-        valid = groups.new_ones(slot.shape, dtype=torch.bool)
-        valid[:, 1:] = groups >= 0
+        slot = torch.cat([groups.new_zeros(len(groups), 1), groups + 1], 1)  # (B, 1 + G)
+        valid = torch.cat([groups.new_ones(len(groups), 1, dtype=torch.bool), groups >= 0], 1)
+        if scored is not None:
+            valid &= scored[:, None]
         scores = score[:, None].expand_as(slot)  # (B, 1 + G)
         self.score.index_add_(0, slot[valid], scores[valid])
         self.count.index_add_(0, slot[valid], torch.ones_like(scores[valid]))

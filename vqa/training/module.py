@@ -127,9 +127,12 @@ class VQAModule(pl.LightningModule):
         self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=self._loss_weight(batch),
                  sync_dist=True)
         answer_logits = self._answer_logits(out, batch)
-        self.metrics[stage].update(answer_logits, batch["target"], batch["groups"])
+        self.metrics[stage].update(answer_logits, batch["target"], batch["groups"],
+                                   batch.get("scored"))
         if stage in self.answerability:
             labelled = batch["answerable"] >= 0  # (B,)
+            if "scored" in batch:
+                labelled &= batch["scored"]
             self.answerability[stage].update(
                 self._unanswerable_probability(out["logits"], stage)[labelled],
                 (batch["answerable"][labelled] == 0).long())  # positive class: unanswerable
@@ -164,8 +167,8 @@ class VQAModule(pl.LightningModule):
             self.log(f"{stage}/{name}" + (f"/{key}" if key else ""), value.float(),
                      prog_bar=not key, **synced)
         self.metrics[stage].reset()
-        if stage in self.answerability and self.answerability[stage].update_count:
-            ap = self.answerability[stage].compute()  # gathered over processes
+        if stage in self.answerability:  # every process: compute() gathers the predictions
+            ap = self.answerability[stage].compute()  # 0 (and a warning) when none is positive
             self.log(f"{stage}/unanswerable_ap", 100 * ap.float(), **synced)
             self.answerability[stage].reset()
         if self.grounding[stage].update_called:

@@ -45,8 +45,10 @@ class ResultsWriter(BasePredictionWriter):
             raise RuntimeError("the model has no input pipeline: load it from a checkpoint")
         answers = pl_module.pipeline.answers.tokens
         dm = getattr(trainer, "datamodule", None)
-        if not hasattr(dm, "dataset"):
-            raise RuntimeError("the results writer needs a VQADataModule's predict split")
+        if not hasattr(dm, "data_format"):  # plain loaders: the VQA layout, answers as indexed
+            plain = {q: answers[a] for q, a, _, _ in rows}
+            write_json(self.path, [{"question_id": q, "answer": a} for q, a in sorted(plain.items())])
+            return
         examples = {ex.question_id: ex for ex in dm.dataset("predict").examples}
         fmt = dm.data_format("predict")
         # A dict de-duplicates the samples distributed runs pad with.

@@ -91,7 +91,9 @@ def get_format(name: str) -> DataFormat:
         return known[name]
     try:
         fmt = getattr(import_module(name), "FORMAT", None)
-    except ImportError:
+    except ModuleNotFoundError as e:  # the module itself is missing, not one it imports
+        if e.name is None or not name.startswith(e.name):
+            raise
         fmt = None
     if not isinstance(fmt, DataFormat):
         raise ValueError(f"unknown dataset format {name!r}; expected one of {sorted(known)}, or "

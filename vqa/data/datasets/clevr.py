@@ -39,7 +39,8 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
         if not isinstance(rec, dict):
             raise ValueError(f"{where} should be an object")
         index, split = rec.get("question_index"), rec.get("split")
-        if not isinstance(index, int) or isinstance(index, bool) or split not in SPLITS:
+        if not isinstance(index, int) or isinstance(index, bool) or not isinstance(split, str) \
+                or split not in SPLITS:
             raise ValueError(f"{where} needs an integer 'question_index' and a 'split' in "
                              f"{list(SPLITS)}")
         where = f"{questions}: question_index {index}"
@@ -66,7 +67,7 @@ def _final_function(where: str, program: Any) -> str:
         raise ValueError(f"{where} has a malformed 'program' (expected a non-empty list of "
                          "{'function', 'inputs', 'value_inputs'} nodes)")
     function = program[-1].get("function")
-    if function not in CATEGORIES:
+    if not isinstance(function, str) or function not in CATEGORIES:
         raise ValueError(f"{where}: the program ends in {function!r}; expected one of "
                          f"{sorted(CATEGORIES)}")
     return function

@@ -1,5 +1,6 @@
 """COCO-QA (Ren et al. 2015): ``vqa.data.formats.load_cocoqa`` on a split folder of text files; one
-answer per question, matched after the VQA normalisation of answers."""
+answer per question, matched after the VQA normalisation of answers; reported per question type
+(object, number, color, location), as the COCO-QA papers report it."""
 
 from __future__ import annotations
 
@@ -18,4 +19,8 @@ def _detect(data: Any, annotations: str | None = None) -> bool:
     return data is None  # a folder
 
 
-FORMAT = DataFormat("cocoqa", _read, VQAScore, _detect)
+def _scorer(version: str = "current") -> VQAScore:
+    return VQAScore(version, "COCO-QA accuracy (exact match after the VQA answer normalisation)")
+
+
+FORMAT = DataFormat("cocoqa", _read, _scorer, _detect)

@@ -14,6 +14,7 @@ distribution scores need scene graphs and choices files and are not computed.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from vqa._io import read_json
@@ -21,6 +22,7 @@ from vqa.data.datasets import DataFormat, first, require_text, single_answer
 from vqa.data.formats import Example
 from vqa.data.scoring import ExactMatch
 
+_DIGITS = re.compile(r"[0-9]+")
 STRUCTURAL = ("verify", "query", "choose", "logical", "compare")
 SEMANTIC = ("rel", "attr", "obj", "cat", "global")
 
@@ -34,7 +36,7 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
     examples, ids = [], {}
     for key, rec in data.items():
         where = f"{questions}: question {key}"
-        if not key.isdigit():
+        if not _DIGITS.fullmatch(key):
             raise ValueError(f"{where}: a GQA question id is a string of digits")
         if int(key) in ids:
             raise ValueError(f"{where} has the same number as question {ids[int(key)]}")
@@ -42,6 +44,8 @@ def read(questions: str, annotations: str | None = None) -> tuple[list[Example],
         if not isinstance(rec, dict):
             raise ValueError(f"{where} should be an object")
         require_text(where, rec, ("imageId", "question"))
+        if not isinstance(rec.get("isBalanced", True), bool):
+            raise ValueError(f"{where} has isBalanced {rec['isBalanced']!r}; expected true or false")
         answers = single_answer(where, rec)
         types = _types(where, rec) if answers else {}
         examples.append(Example(
@@ -75,4 +79,4 @@ def _scorer(version: str = "current") -> ExactMatch:
 
 FORMAT = DataFormat("gqa", read, _scorer, _detect, id_field="questionId",
                     answer_field="prediction", result_id=lambda ex: ex.extra["questionId"],
-                    image_ids="name", scored=lambda ex: ex.extra["isBalanced"] is not False)
+                    image_ids="name", scored=lambda ex: ex.extra["isBalanced"])

@@ -42,11 +42,11 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 ANSWER_TYPES = ("yes/no", "number", "other", "unanswerable")
 IMAGE_NAME = re.compile(r"VizWiz_(train|val|test)_(\d+)\.(jpg|jpeg|png)")
 # VizWiz's contraction table is VQA's with typographic apostrophes, except these entries.
-_STRAIGHT_VALUES = {"aint", "arent", "cant", "couldve", "couldnt", "weve", "wheres", "whove"}
+_STRAIGHT_VALUE_KEYS = {"aint", "arent", "cant", "couldve", "couldnt", "weve", "wheres", "whove"}
 _STRAIGHT_KEYS = {"couldn'tve", "hadn'tve"}
 VIZWIZ_CONTRACTIONS = {
     (k if k in _STRAIGHT_KEYS else k.replace("'", "’")):
-    (v if k in _STRAIGHT_VALUES else v.replace("'", "’")) for k, v in CONTRACTIONS.items()}
+    (v if k in _STRAIGHT_VALUE_KEYS else v.replace("'", "’")) for k, v in CONTRACTIONS.items()}
 
 
 @lru_cache(maxsize=1 << 16)
@@ -62,9 +62,6 @@ class VizWizScore:
     metric = "vqa_acc"
     reproduces = ("the VizWiz-VQA evaluation (VizWiz API vqaEval.py: prediction normalised, "
                   "human answers as written)")
-
-    def __init__(self, version: str = "current") -> None:  # one release only
-        pass
 
     def normalize(self, answer: str) -> str:
         return normalize(answer)
@@ -124,7 +121,7 @@ def _annotation(where: str, rec: dict[str, Any]) -> tuple[tuple[str, ...], str |
         raise ValueError(f"{where} has answer_type {answer_type!r}; expected one of "
                          f"{list(ANSWER_TYPES)}")
     answerable = rec.get("answerable")
-    if answerable not in (0, 1) or isinstance(answerable, float):
+    if answerable not in (0, 1) or not isinstance(answerable, int) or isinstance(answerable, bool):
         raise ValueError(f"{where} has answerable {answerable!r}; expected 0 or 1")
     return tuple(a["answer"] for a in answers), answer_type, bool(answerable)
 
@@ -140,6 +137,10 @@ def _detect(data: Any, annotations: str | None = None) -> bool:
         and "question" in entry and "question_id" not in entry
 
 
-FORMAT = DataFormat("vizwiz", read, VizWizScore, _detect, id_field="image",
+def _scorer(version: str = "current") -> VizWizScore:  # one release
+    return VizWizScore()
+
+
+FORMAT = DataFormat("vizwiz", read, _scorer, _detect, id_field="image",
                     result_id=lambda ex: ex.image_file, image_ids="name",
                     unanswerable="unanswerable")

@@ -7,7 +7,7 @@ a list of VQA v2 annotations (``question_type``, ``answer_type``, ``multiple_cho
 ``answers``) with the same ``coco_split``. Both splits draw on both COCO folders: with ``images``
 the folder holding ``train2014/`` and ``val2014/``, an image is
 ``{coco_split}/COCO_{coco_split}_{image_id:012d}.jpg``. Scored with the official VQA accuracy,
-per answer type and question type; results are ``[{"question_id", "answer"}]``.
+per answer type (as VQA-CP papers report it); results are ``[{"question_id", "answer"}]``.
 """
 
 from __future__ import annotations
