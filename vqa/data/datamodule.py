@@ -181,8 +181,8 @@ class VQADataModule(pl.LightningDataModule):
 
     def metric(self, name: str) -> MetricSpec:
         """How split ``name`` is scored (``VQAModule`` builds its metrics from this)."""
-        scorer, fmt = self._scorer(self._split(name)), self.data_format(name)
-        data, _ = self.preprocessed(name)
+        fmt = self.data_format(name)
+        scorer, (data, _) = fmt.scorer(self.eval_version), self.preprocessed(name)
         unanswerable = (self.pipeline.answers.index.get(scorer.normalize(fmt.unanswerable))
                         if fmt.unanswerable else None)
         return MetricSpec(scorer.metric, data.group_names, scorer.reproduces, unanswerable,
