@@ -289,6 +289,9 @@ def test_vizwiz_evaluation_by_hand(made: dict, tmp_path: Path) -> None:
     assert m["per"]["answer_type"] == {"other": round(100 * 1.6 / 3, 2), "unanswerable": 100.0}
     # Unanswerable is positive, ranked by 1 - answerable: 0.9 (+), 0.8, 0.2, 0.1: AP = 1.
     assert m["unanswerable_ap"] == 100.0
+    # F1 of 1 - answerable > 0.5: predicted unanswerable are entries 1 (0.8) and 3 (0.9); only
+    # entry 3 is: precision 1/2, recall 1, F1 2/3.
+    assert m["unanswerable_f1"] == round(200 / 3, 2)
     assert "VizWiz API vqaEval.py" in format_table(m).splitlines()[0]
 
 

@@ -84,7 +84,8 @@ def read_results(path: str | os.PathLike, fmt: DataFormat, examples: Sequence[Ex
 def score_results(fmt: DataFormat, examples: Sequence[Example], results: dict[int, dict[str, Any]],
                   version: EvalVersion = "current") -> dict[str, Any]:
     """Overall and per-category scores of the benchmark's scored questions, and (when every
-    result carries ``answerable``) the average precision of unanswerability."""
+    result carries ``answerable``) the average precision and F1 of unanswerability, as VizWiz's
+    ``evaluate_unanswerability`` scores 1 - answerable."""
     scorer = fmt.scorer(version)
     scored = [ex for ex in examples if fmt.scored(ex)]
     scores = [scorer.score(results[ex.question_id][fmt.answer_field], ex.answers) for ex in scored]
@@ -102,6 +103,7 @@ def score_results(fmt: DataFormat, examples: Sequence[Example], results: dict[in
         unanswerable = np.array([not ex.answerable for ex in labelled], np.float64)
         predicted = np.array([1.0 - results[ex.question_id]["answerable"] for ex in labelled])
         out["unanswerable_ap"] = round(100 * average_precision(unanswerable, predicted), 2)
+        out["unanswerable_f1"] = round(100 * f1(unanswerable, predicted > 0.5), 2)
     return out
 
 
@@ -123,12 +125,21 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 of binary predictions (0 when nothing is predicted or nothing is positive, as sklearn's
+    ``f1_score`` with its default ``zero_division``)."""
+    tp = float(np.sum((labels == 1) & predicted))
+    denominator = float(np.sum(labels == 1) + np.sum(predicted))
+    return 2 * tp / denominator if denominator else 0.0
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A plain-text table: overall, then each category; the first line says what it reproduces."""
     name = "VQA accuracy" if metrics["metric"] == "vqa_acc" else "accuracy"
     rows = [("overall", metrics["overall"])]
     if "unanswerable_ap" in metrics:
         rows.append(("unanswerable average precision", metrics["unanswerable_ap"]))
+        rows.append(("unanswerable F1 (1 - answerable > 0.5)", metrics["unanswerable_f1"]))
     for axis, values in metrics["per"].items():
         rows += [(f"{axis.replace('_', ' ')}: {k}", v) for k, v in sorted(values.items())]
     width = max(len(r[0]) for r in rows)
