@@ -136,18 +136,18 @@ def check_features_main(argv: list[str]) -> None:
     p.add_argument("--dataset", help=f"the questions' format: {', '.join(sorted(formats()))} or "
                    "a module defining FORMAT (default: recognised from each file)")
     a = p.parse_args(argv)
+    caches = {folder: FeatureCache(folder) for folder in a.cache}
+    cached = [i for cache in caches.values() for i in cache.row]
     needed: set[int | str] = set()
     hint = ""
     for q in a.questions:
         fmt = get_format(a.dataset) if a.dataset else detect_format(q)
         needed.update(ex.image_id for ex in fmt.read(q, None)[0])
-        cached = [i for c in a.cache for i in FeatureCache(c).row]
         hint = hint or naming_hint(cached, fmt.image_ids, fmt.name)
     problems = check_features(a.cache, needed)
-    if problems and hint:
+    if problems and hint:  # the last problem is the missing images
         problems[-1] += hint
-    for folder in a.cache:
-        cache = FeatureCache(folder)
+    for folder, cache in caches.items():
         print(f"{folder}: {len(cache)} images, {cache.shape[0]} regions (grid "
               f"{'x'.join(map(str, cache.meta['grid']))}) x {cache.shape[1]} features, float16; "
               f"settings {cache.meta['settings']}")
