@@ -182,8 +182,8 @@ def environment(device: str, threads: int) -> dict[str, Any]:
 
 
 def write_cache(folder: Path, ids: list[int], chunk: int = 64) -> None:
-    """A complete feature cache in ``vqa.features``'s layout, random float16 values for ``ids``."""
-    from vqa.features import ARRAY, FORMAT, INDEX
+    """A complete feature cache in ``vqa.data.features``' layout, random float16 values for ``ids``."""
+    from vqa.data.features import ARRAY, FORMAT, INDEX
 
     folder.mkdir(parents=True, exist_ok=True)
     array = np.lib.format.open_memmap(folder / ARRAY, mode="w+", dtype=np.float16,
@@ -207,7 +207,7 @@ def bench_splits(root: Path, questions: int, per_image: int) -> dict[str, Split]
     from PIL import Image
 
     from vqa.data import Split
-    from vqa.data.formats import COCO_TEMPLATE
+    from vqa.data.example import COCO_TEMPLATE
     from vqa.data.shapes import ANNOTATIONS_FILE, QUESTIONS_FILE, make_shapes
 
     shapes = root / "shapes"

@@ -16,7 +16,7 @@ from PIL import Image
 from vqa.cli import main
 from vqa.data import VQADataModule, collate, load_vqa, tokenize
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
-from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
+from vqa.models import LEVELS, AlternatingCoAttention, HieCoAtt, SmallCNN
 from vqa.training import VQAModule
 from vqa.training.grounding import GroundingScores
 from vqa.viz import attention_to_pixels, figure, overlay, words_html
@@ -49,7 +49,7 @@ def test_words_html_and_figure(tmp_path: Path) -> None:
     assert html.count("<span") == 3  # padding positions are not shown
     image = np.zeros((64, 64, 3), np.uint8)
     fig = figure(image, torch.softmax(torch.randn(3, 64), -1), torch.softmax(torch.randn(3, 5), -1),
-                 ["what", "color", "is", "the", "circle"], (8, 8), "Q: what color? A: red")
+                 ["what", "color", "is", "the", "circle"], (8, 8), LEVELS, "Q: what color? A: red")
     assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 8
     fig.savefig(tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000

@@ -15,8 +15,8 @@ import yaml
 from conftest import shapes_split
 
 from vqa.data import VQADataModule
+from vqa.data.features import extract_features, image_files
 from vqa.data.shapes import make_shapes
-from vqa.features import extract_features, image_files
 from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
 from vqa.training import VQAModule
 

@@ -9,7 +9,8 @@ import torch
 from official_reference import official_evaluate
 
 from vqa.benchmark import evaluate_files, format_table
-from vqa.data.formats import ANSWER_TYPES, load_vqa
+from vqa.data.datasets.vqa import load_vqa
+from vqa.data.example import ANSWER_TYPES
 from vqa.data.preprocess import soft_targets
 from vqa.data.scoring import VQAScore
 from vqa.data.vocab import Vocabulary, answer_vocabulary

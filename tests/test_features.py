@@ -17,10 +17,10 @@ from PIL import Image
 
 from vqa.cli import main
 from vqa.data import VQADataModule
-from vqa.data.formats import COCO_TEMPLATE
+from vqa.data.example import COCO_TEMPLATE
+from vqa.data.features import FeatureCache, check_features
 from vqa.data.pipeline import load_image, normalize_image
 from vqa.data.shapes import ANNOTATIONS_FILE, QUESTIONS_FILE
-from vqa.features import FeatureCache, check_features
 from vqa.models import AlternatingCoAttention, HieCoAtt, TorchvisionEncoder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vqa.data.formats import image_paths, load_vqa
+from vqa.data.datasets.vqa import load_vqa
+from vqa.data.example import image_paths
 
 
 def write(path: Path, obj: object) -> str:
@@ -73,7 +74,7 @@ def test_image_id_mismatch(tmp_path: Path) -> None:
 def test_malformed_json_names_file_and_line(tmp_path: Path) -> None:
     p = tmp_path / "q.json"
     p.write_text('{"questions": [\n{"image_id": 1,\n}]}')
-    with pytest.raises(ValueError, match=r"q\.json: not valid JSON \(line 2, column 15"):
+    with pytest.raises(ValueError, match=r"q\.json: not valid JSON \(line 3, column 1: trailing comma"):
         load_vqa(p)
 
 

@@ -20,9 +20,10 @@ from vqa.benchmark import average_precision, evaluate_files, format_table
 from vqa.cli import main, run
 from vqa.data.datasets import detect_format, formats, get_format
 from vqa.data.datasets.vizwiz import VizWizScore
-from vqa.data.formats import Split, image_paths
+from vqa.data.example import image_paths
 from vqa.data.preprocess import groups, soft_targets
 from vqa.data.scoring import ExactMatch, VQAScore
+from vqa.data.split import Split
 from vqa.data.vocab import Vocabulary
 from vqa.training.metrics import VQAAccuracy
 
@@ -363,7 +364,7 @@ def test_scorers_soft_targets_equal_their_scores() -> None:
              (ExactMatch(), ["t-shirt"]), (VQAScore(), ["blue"] * 4 + ["dogs"] * 6),
              (VQAScore(), ["Two dogs."])]  # one reference answer (COCO-QA): normalised match
     for scorer, humans in cases:
-        from vqa.data.formats import Example
+        from vqa.data.example import Example
 
         [(index, values)] = soft_targets([Example(0, 0, "q", tuple(humans))], vocab, scorer)
         dense = dict(zip(index, values, strict=True))
@@ -387,7 +388,7 @@ def test_validation_metric_without_categories_and_with_unscored_questions() -> N
 
 def test_validation_metric_reports_every_axis() -> None:
     """GQA-style categories on two axes: each question counts once overall and once per axis."""
-    from vqa.data.formats import Example
+    from vqa.data.example import Example
 
     examples = [Example(i, 0, "q", ("a",), types={"structural": s, "semantic": m})
                 for i, (s, m) in enumerate([("query", "attr"), ("verify", "attr"),
@@ -498,8 +499,8 @@ TOY_FORMAT = '''
 """A dataset kept outside the package: a CSV of image,question,answer."""
 import csv
 
-from vqa.data.datasets import DataFormat
-from vqa.data.formats import Example
+from vqa.data.format import DataFormat
+from vqa.data.example import Example
 from vqa.data.scoring import ExactMatch
 
 

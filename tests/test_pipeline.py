@@ -14,7 +14,7 @@ import yaml
 from vqa.cli import main, run
 from vqa.data import collate
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
-from vqa.inspect import Inspector
+from vqa.inspector import Inspector
 from vqa.training import ResultsWriter
 from vqa.viz import attention_to_pixels
 

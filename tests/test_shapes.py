@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vqa.data.formats import load_vqa
+from vqa.data.datasets.vqa import load_vqa
 from vqa.data.shapes import (
     ANNOTATIONS_FILE,
     COLORS,

@@ -17,8 +17,9 @@ import numpy as np
 
 from vqa._io import read_json
 from vqa.data.answers import EvalVersion
-from vqa.data.datasets import DataFormat, detect_format, get_format
-from vqa.data.formats import Example
+from vqa.data.datasets import detect_format, get_format
+from vqa.data.example import Example
+from vqa.data.format import DataFormat
 
 
 def evaluate_files(questions: str | os.PathLike, annotations: str | os.PathLike | None,

@@ -1,7 +1,7 @@
 """``vqa check-data -c CONFIG``: can the data a config names be used as configured?
 
 For every split of the config's ``data`` (train, val, test, predict; a list is one split) it reads
-the files as training would (every format rule of ``vqa.data.formats``), decodes every image (or
+the files as training would (every format rule of ``vqa.data.datasets``), decodes every image (or
 checks the feature cache: complete, finite, holding every image), and checks that answer types
 are known. It lists every problem with its file and id, prints a summary, and tells whether the
 data can be used. No torch and no Lightning: it starts at once.
@@ -20,8 +20,9 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from vqa.data.formats import ANSWER_TYPES, Example, Split, image_path
-from vqa.features import check_features
+from vqa.data.example import ANSWER_TYPES, Example, image_path
+from vqa.data.features import check_features
+from vqa.data.split import Split
 
 SPLITS = ("train", "val", "test", "predict")
 

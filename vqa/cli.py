@@ -106,8 +106,8 @@ def extract_features(*, images: str, out: str, name: str = "resnet152", weights:
             COCO ids, for VQA, VQA-CP, OK-VQA, COCO-QA) or ``name`` (the file name's stem: GQA,
             VizWiz, CLEVR).
     """
-    from vqa.features import extract_features as extract
-    from vqa.features import image_files
+    from vqa.data.features import extract_features as extract
+    from vqa.data.features import image_files
     from vqa.models.image import TorchvisionEncoder
 
     encoder = TorchvisionEncoder(name, weights, layer, frozen=True)
@@ -126,7 +126,7 @@ def extract_features_main(argv: list[str]) -> None:
 
 def check_features_main(argv: list[str]) -> None:
     from vqa.data.datasets import detect_format, formats, get_format
-    from vqa.features import FeatureCache, check_features, naming_hint
+    from vqa.data.features import FeatureCache, check_features, naming_hint
 
     p = argparse.ArgumentParser(prog="vqa check-features", description="Verify feature caches "
                                 "(read together, as a split's list of caches is).")
@@ -178,7 +178,7 @@ def check_data_main(argv: list[str]) -> None:
 
 
 def attend_main(argv: list[str]) -> None:
-    from vqa.inspect import Inspector, UnknownWordsWarning, unknown_words_message
+    from vqa.inspector import Inspector, UnknownWordsWarning, unknown_words_message
 
     p = argparse.ArgumentParser(prog="vqa attend", description="Answer a question about an image "
                                 "and draw where each co-attention level looked.")

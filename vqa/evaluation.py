@@ -24,7 +24,8 @@ from vqa.data.answers import (
     process_digit_article,
     process_punctuation,
 )
-from vqa.data.formats import Example, load_vqa
+from vqa.data.datasets.vqa import load_vqa
+from vqa.data.example import Example
 
 
 def read_results(path: str | os.PathLike) -> dict[int, str]:

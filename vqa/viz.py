@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-LEVELS: tuple[str, ...] = ("word", "phrase", "question")
-
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float32)
@@ -60,7 +58,7 @@ def words_html(tokens: Sequence[str], weights: torch.Tensor | np.ndarray,
 
 def figure(image: np.ndarray, image_attention: torch.Tensor | np.ndarray,
            question_attention: torch.Tensor | np.ndarray, tokens: Sequence[str],
-           grid: tuple[int, int], title: str = "", levels: Sequence[str] = LEVELS):
+           grid: tuple[int, int], levels: Sequence[str], title: str = ""):
     """A matplotlib figure: the image, its attention overlay at each level (L, N), and a bar chart
     of the word attention at each level (L, T). Built without pyplot, so it neither changes the
     backend nor stays open: save it with ``savefig`` or show it with ``display`` in a notebook."""

@@ -1,7 +1,7 @@
 """Dataset formats (VQA, COCO-QA, VQA-CP, VizWiz, GQA, CLEVR, OK-VQA), answer scoring, the input
 pipeline, datasets and the shapes generator.
 
-Names are imported on first use, so that ``vqa.data.answers`` or ``vqa.data.formats`` (what
+Names are imported on first use, so that ``vqa.data.answers`` or ``vqa.data.datasets`` (what
 ``vqa evaluate`` needs) load without torch or Lightning.
 """
 
@@ -9,13 +9,13 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {
-    "Split": "formats", "VQADataModule": "datamodule", "CachedFeatures": "dataset",
+    "Split": "split", "VQADataModule": "datamodule", "CachedFeatures": "dataset",
     "ImageFiles": "dataset", "VQADataset": "dataset", "collate": "dataset",
-    "ANSWER_TYPES": "formats", "Example": "formats", "image_paths": "formats",
-    "load_cocoqa": "formats", "load_vqa": "formats", "InputPipeline": "pipeline",
+    "ANSWER_TYPES": "example", "Example": "example", "image_paths": "example",
+    "load_cocoqa": "datasets.cocoqa", "load_vqa": "datasets.vqa", "InputPipeline": "pipeline",
     "Preprocessed": "preprocess", "preprocess": "preprocess", "soft_targets": "preprocess",
     "PretrainedTokenizer": "tokenizers", "WordTokenizer": "tokenizers", "tokenize": "tokenizers",
-    "Vocabulary": "vocab", "DataFormat": "datasets", "formats": "datasets",
+    "Vocabulary": "vocab", "DataFormat": "format", "formats": "datasets",
     "get_format": "datasets", "detect_format": "datasets", "ExactMatch": "scoring",
     "VQAScore": "scoring",
 }

@@ -16,15 +16,16 @@ from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
-from vqa.data.datasets import DataFormat
-from vqa.data.formats import Example, Split, image_paths
+from vqa.data.example import Example, image_paths
+from vqa.data.features import FeatureCache, naming_hint
+from vqa.data.format import DataFormat
 from vqa.data.pipeline import InputPipeline, Question
 from vqa.data.preprocess import Preprocessed, cached, preprocess
 from vqa.data.question_features import QuestionFeatures, compute_question_features
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
+from vqa.data.split import Split
 from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
 from vqa.data.vocab import Vocabulary, answer_vocabulary, word_vocabulary
-from vqa.features import FeatureCache, naming_hint
 
 DEFAULT_IMAGE_SIZE, DEFAULT_MAX_QUESTION_LENGTH = 448, 26
 # The splits each Lightning stage reads.

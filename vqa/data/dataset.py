@@ -69,7 +69,7 @@ class CachedFeatures:
     half the bytes to copy and transfer; the model converts them on its device).
 
     Args:
-        caches: feature caches (``vqa.features.FeatureCache``); an image is read from the first
+        caches: feature caches (``vqa.data.features.FeatureCache``); an image is read from the first
             that holds it.
     """
 

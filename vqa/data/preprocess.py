@@ -21,7 +21,7 @@ import torch
 
 from vqa._io import atomic_open, gc_paused
 from vqa.data.answers import EvalVersion
-from vqa.data.formats import Example
+from vqa.data.example import Example
 from vqa.data.pipeline import InputPipeline
 from vqa.data.scoring import Scorer, VQAScore
 from vqa.data.vocab import Vocabulary

@@ -18,7 +18,8 @@ from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
 from vqa._io import atomic_save, write_json
-from vqa.viz import LEVELS, overlay, words_html
+from vqa.models import LEVELS
+from vqa.viz import overlay, words_html
 
 
 class AttentionTable(pl.Callback):

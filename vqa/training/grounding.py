@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from vqa.data.pipeline import merge_into_words
-from vqa.viz import LEVELS
+from vqa.models import LEVELS
 
 
 def merge_words(attention: torch.Tensor, referred: torch.Tensor, words: torch.Tensor

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqa.viz import LEVELS
+from vqa.models import LEVELS
 
 _NAME = re.compile(r"^(\d+)_(\d+)\.png$")
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from vqa.data.formats import ANSWER_TYPES
+from vqa.data.example import ANSWER_TYPES
 
 
 class VQAAccuracy(Metric):

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from vqa._io import read_json
-from vqa.data.datasets import DataFormat, require_text, single_answer
-from vqa.data.formats import Example
+from vqa.data.example import Example
+from vqa.data.format import DataFormat, require_text, single_answer
 from vqa.data.scoring import ExactMatch
 
 SPLITS = {"train": 0, "val": 1, "test": 2}

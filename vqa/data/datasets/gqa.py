@@ -18,8 +18,8 @@ import re
 from typing import Any
 
 from vqa._io import read_json
-from vqa.data.datasets import DataFormat, first, require_text, single_answer
-from vqa.data.formats import Example
+from vqa.data.example import Example
+from vqa.data.format import DataFormat, first, require_text, single_answer
 from vqa.data.scoring import ExactMatch
 
 _DIGITS = re.compile(r"[0-9]+")

@@ -1,6 +1,6 @@
 """OK-VQA (Marino et al. 2019): questions whose answers need outside knowledge, on COCO images.
 
-The release is in the VQA format (``vqa.data.formats.load_vqa``):
+The release is in the VQA format (``vqa.data.datasets.vqa.load_vqa``):
 ``OpenEnded_mscoco_{train,val}2014_questions.json`` and ``mscoco_{train,val}2014_annotations.json``,
 whose 10 ``answers`` per question are 5 annotators' answers each given twice, with a ``raw_answer``
 beside each ``answer``, and no ``multiple_choice_answer``: the training answer is the most common
@@ -16,9 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 from vqa._io import read_json
-from vqa.data.datasets import DataFormat
 from vqa.data.datasets.vqa import detect as vqa_files
-from vqa.data.formats import Example, join_vqa, vqa_records
+from vqa.data.datasets.vqa import join_vqa, vqa_records
+from vqa.data.example import Example
+from vqa.data.format import DataFormat
 from vqa.data.scoring import VQAScore
 
 CATEGORIES = {"one": "vehicles_transportation", "two": "brands_companies_products",

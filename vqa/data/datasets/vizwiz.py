@@ -34,8 +34,8 @@ from vqa.data.answers import (
     clean,
     process_punctuation,
 )
-from vqa.data.datasets import DataFormat, first, require_text
-from vqa.data.formats import HUMAN_ANSWERS, Example
+from vqa.data.example import HUMAN_ANSWERS, Example
+from vqa.data.format import DataFormat, first, require_text
 from vqa.data.scoring import Targets
 
 SPLITS = {"train": 0, "val": 1, "test": 2}

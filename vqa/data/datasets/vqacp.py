@@ -16,8 +16,9 @@ from dataclasses import replace
 from typing import Any
 
 from vqa._io import read_json
-from vqa.data.datasets import DataFormat, first
-from vqa.data.formats import COCO_TEMPLATE, Example, join_vqa, vqa_records
+from vqa.data.datasets.vqa import join_vqa, vqa_records
+from vqa.data.example import COCO_TEMPLATE, Example
+from vqa.data.format import DataFormat, first
 from vqa.data.scoring import VQAScore
 
 COCO_SPLITS = ("train2014", "val2014")

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from vqa.data.pipeline import InputPipeline
+from vqa.models import LEVELS
 from vqa.training.module import VQAModule
-from vqa.viz import LEVELS, figure
+from vqa.viz import figure
 
 
 class UnknownWordsWarning(UserWarning):
@@ -54,7 +55,7 @@ class Answer:
         """Image attention of each level over the image, word attention below (matplotlib)."""
         title = title or f"Q: {self.question}\nA: {self.answer} ({self.top[0][1]:.2f})"
         return figure(self.image, self.image_attention, self.question_attention, self.words,
-                      self.grid, title, LEVELS[: len(self.image_attention)])
+                      self.grid, LEVELS[: len(self.image_attention)], title)
 
 
 class Inspector:
