@@ -5,6 +5,7 @@ import pytest
 from vqa.data.answers import (
     accuracy_from_matches,
     answer_scores,
+    clean,
     normalize_answer,
     process_digit_article,
     process_punctuation,
@@ -93,8 +94,10 @@ def test_unknown_version_is_an_error() -> None:
 
 def test_answer_scores_are_the_soft_targets() -> None:
     human = ["2"] * 2 + ["two"] * 1 + ["3"] * 7
-    scores, normalise = answer_scores(human)
-    assert normalise
+    scores, form = answer_scores(human)
+    assert form is normalize_answer
     assert scores == pytest.approx({"2": 0.9, "3": 1.0})
-    scores, normalise = answer_scores(["Yes"] * 10)
-    assert not normalise and scores == {"Yes": 1.0}
+    scores, form = answer_scores(["Yes"] * 10)
+    assert form is clean and scores == {"Yes": 1.0}
+    scores, form = answer_scores(["Yes"] * 10, "2016")  # 2016: the prediction is normalised
+    assert form is normalize_answer and scores == {"Yes": 1.0}

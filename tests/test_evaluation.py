@@ -14,7 +14,7 @@ from vqa.data.example import ANSWER_TYPES
 from vqa.data.preprocess import soft_targets
 from vqa.data.scoring import VQAScore
 from vqa.data.vocab import Vocabulary, answer_vocabulary
-from vqa.evaluation import evaluate, read_results, score_examples
+from vqa.evaluation import evaluate, read_results
 from vqa.training.metrics import VQAAccuracy
 
 POOL = ["yes", "Yes", "yes!", "no", "2", "two", "Two.", "3", "a dog", "dog", "the dog.", "hot-dog",
@@ -129,8 +129,9 @@ def test_soft_targets_and_metric_equal_the_official_score(tmp_path: Path, versio
     results = [{"question_id": ex.question_id, "answer": answers.tokens[p]}
                for ex, p in zip(examples, pred.tolist(), strict=True)]
     (tmp_path / "r.json").write_text(json.dumps(results))
-    per_question = score_examples(examples, {r["question_id"]: r["answer"] for r in results},
-                                  version)
+    scorer = VQAScore(version)
+    per_question = {r["question_id"]: scorer.score(r["answer"], ex.answers)
+                    for r, ex in zip(results, examples, strict=True)}
     metric = VQAAccuracy()
     types = torch.tensor([[metric.groups.index(ex.answer_type.replace("/", "_"))]
                           for ex in examples])  # (N, 1)

@@ -20,6 +20,7 @@ from vqa.data.answers import EvalVersion
 from vqa.data.datasets import detect_format, get_format
 from vqa.data.example import Example
 from vqa.data.format import DataFormat
+from vqa.data.scoring import percent
 
 
 def evaluate_files(questions: str | os.PathLike, annotations: str | os.PathLike | None,
@@ -96,9 +97,9 @@ def score_results(fmt: DataFormat, examples: Sequence[Example], results: dict[in
         for ex, s in zip(scored, scores, strict=True):
             if axis in ex.types:
                 groups.setdefault(ex.types[axis], []).append(s)
-        per[axis] = {k: _pct(v) for k, v in sorted(groups.items())}
+        per[axis] = {k: percent(v) for k, v in sorted(groups.items())}
     out = {"dataset": fmt.name, "reproduces": scorer.reproduces, "metric": scorer.metric,
-           "overall": _pct(scores), "per": per, "num_questions": len(scored)}
+           "overall": percent(scores), "per": per, "num_questions": len(scored)}
     labelled = [ex for ex in scored if ex.answerable is not None]
     if labelled and all("answerable" in results[ex.question_id] for ex in labelled):
         unanswerable = np.array([not ex.answerable for ex in labelled], np.float64)
@@ -106,10 +107,6 @@ def score_results(fmt: DataFormat, examples: Sequence[Example], results: dict[in
         out["unanswerable_ap"] = round(100 * average_precision(unanswerable, predicted), 2)
         out["unanswerable_f1"] = round(100 * f1(unanswerable, predicted > 0.5), 2)
     return out
-
-
-def _pct(values: list[float]) -> float:
-    return round(100 * float(sum(values)) / max(len(values), 1), 2)
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:

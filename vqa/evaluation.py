@@ -16,16 +16,9 @@ import msgspec
 import numpy as np
 
 from vqa._io import gc_paused, read_json
-from vqa.data.answers import (
-    EvalVersion,
-    accuracy_from_matches,
-    clean,
-    process_answers,
-    process_digit_article,
-    process_punctuation,
-)
+from vqa.data.answers import EvalVersion, accuracy_from_matches, leave_one_out, process_answers, rules
 from vqa.data.datasets.vqa import load_vqa
-from vqa.data.example import Example
+from vqa.data.scoring import percent
 
 
 def read_results(path: str | os.PathLike) -> dict[int, str]:
@@ -48,47 +41,13 @@ def read_results(path: str | os.PathLike) -> dict[int, str]:
     return out
 
 
-def _leave_one_out(processed: Sequence[str], records: Sequence[tuple], prediction: str) -> float:
-    """Mean over human answers h of min(1, matches among the answers that differ from h / 3)."""
-    if len(set(records)) == len(records):  # the usual case: every answer record is distinct
-        return accuracy_from_matches(sum(a == prediction for a in processed), len(processed))
-    accs = []
-    for r in records:  # the official `item != gtAnsDatum` drops every identical record
-        others = [p for p, o in zip(processed, records, strict=True) if o != r]
-        accs.append(min(1.0, sum(p == prediction for p in others) / 3))
-    return sum(accs) / len(accs)
-
-
-def score_examples(
-    examples: Sequence[Example], results: dict[int, str], version: EvalVersion = "current",
-    answer_fields: dict[int, list[tuple]] | None = None,
-) -> dict[int, float]:
-    """Per-question accuracy in [0, 1].
-
-    ``answer_fields`` holds, per question, the other fields of each answer record (id,
-    confidence); records are told apart by them, as the official script compares whole dicts.
-    Without it every record counts as distinct.
-    """
-    scores = {}
-    for ex in examples:
-        pred, human = process_answers(results[ex.question_id], ex.answers, version)
-        fields = (answer_fields or {}).get(ex.question_id) or [(i,) for i in range(len(human))]
-        recs = [(h, *f) for h, f in zip(human, fields, strict=True)]
-        scores[ex.question_id] = _leave_one_out(human, recs, pred)
-    return scores
-
-
-def _pct(values: list[float], n: int) -> float:
-    return round(100 * float(sum(values)) / len(values), n)  # Python's sum, as the official script
-
-
 def _grouped_pct(keys: Sequence[str], scores: np.ndarray, n: int) -> dict[str, float]:
-    """``_pct`` per distinct key (in order of first appearance), each sum in question order."""
+    """``percent`` per distinct key (in order of first appearance), each sum in question order."""
     codes = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     ids = np.fromiter(map(codes.__getitem__, keys), np.int64, len(keys))
     order = np.argsort(ids, kind="stable")
     parts = np.split(scores[order], np.cumsum(np.bincount(ids, minlength=len(codes)))[:-1])
-    return {k: _pct(parts[i].tolist(), n) for k, i in codes.items()}
+    return {k: percent(parts[i].tolist(), n) for k, i in codes.items()}
 
 
 def summarize(question_types: Sequence[str], answer_types: Sequence[str],
@@ -98,7 +57,7 @@ def summarize(question_types: Sequence[str], answer_types: Sequence[str],
     official script's do)."""
     scores = np.asarray(scores, np.float64)
     return {
-        "overall": _pct(scores.tolist(), n),
+        "overall": percent(scores.tolist(), n),
         "perQuestionType": _grouped_pct(question_types, scores, n),
         "perAnswerType": _grouped_pct(answer_types, scores, n),
         "num_questions": len(scores),
@@ -146,34 +105,26 @@ class _Strings:
 
 def score_table(flat: list[str], lengths: np.ndarray, predictions: list[str],
                 version: EvalVersion = "current") -> np.ndarray:
-    """Vectorised official accuracy per question when all answer records are distinct, (Q,).
+    """Official accuracy per question when all answer records are distinct, vectorised: (Q,).
 
-    ``flat`` holds every question's human answers in order, ``lengths`` (Q,) how many each.
-    Same rules as ``process_answers``; matches are counted on a (Q, L) array of string ids.
+    ``flat`` holds every question's human answers in order, ``lengths`` (Q,) how many each. The
+    release's ``RULES`` give each string's compared forms, computed once per distinct string;
+    matches are counted on a (Q, L) array of string ids and scored by ``accuracy_from_matches``.
     """
-    if version not in ("current", "2016"):
-        raise ValueError(f"unknown evaluation version {version!r}")
+    r = rules(version)
     strings = _Strings()
 
     def grid(ids: np.ndarray) -> np.ndarray:  # (Q, L), -1 where a question has fewer answers
         return _ragged_grid(ids, lengths, -1)
 
-    def full(x: str) -> str:
-        return process_digit_article(process_punctuation(clean(x)))
-
-    if version == "current":  # identical (cleaned) answers are compared as they are
-        h_raw, h_norm = map(grid, strings.ids(flat, clean, full))
-        p_raw, p_norm = strings.ids(predictions, clean, full)
-    else:  # 2016: humans get punctuation only, the prediction is always normalised
-        h_raw, h_norm = map(grid, strings.ids(flat, str, process_punctuation))
-        p_raw = p_norm = strings.ids(predictions, full)[0]
-    valid = h_raw >= 0
-    same = ((h_raw == h_raw[:, :1]) | ~valid).all(1)  # (Q,) identical answers: not normalised
-    h = np.where(same[:, None], h_raw, h_norm)  # (Q, L)
-    p = np.where(same, p_raw, p_norm)  # (Q,)
+    h_same, h_differ = map(grid, strings.ids(flat, r.same_human, r.differ_human))
+    p_same, p_differ = strings.ids(predictions, r.same_prediction, r.differ_prediction)
+    valid = h_same >= 0
+    same = ((h_same == h_same[:, :1]) | ~valid).all(1)  # (Q,) identical answers
+    h = np.where(same[:, None], h_same, h_differ)  # (Q, L)
+    p = np.where(same, p_same, p_differ)  # (Q,)
     m = ((h == p[:, None]) & valid).sum(1).astype(np.float64)  # (Q,) matching annotators
-    n = lengths.astype(np.float64)
-    return (m * np.minimum(1.0, (m - 1) / 3) + (n - m) * np.minimum(1.0, m / 3)) / n
+    return accuracy_from_matches(m, lengths.astype(np.float64))
 
 
 def _repeated_records(answer_ids: list, lengths: np.ndarray) -> np.ndarray:
@@ -291,7 +242,7 @@ def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
             pred, proc = process_answers(res[order[i]], [d["answer"] for d in recs], version)
             keys = [tuple(sorted((k, repr(v)) for k, v in d.items() if k != "answer")) for d in recs]
             recs_ = [(a, *k) for a, k in zip(proc, keys, strict=True)]
-            scores[i] = _leave_one_out(proc, recs_, pred)
+            scores[i] = leave_one_out(proc, recs_, pred)
     summary = summarize(list(map(attrgetter("question_type"), joined)),
                         list(map(attrgetter("answer_type"), joined)), scores)
     summary["eval_version"] = version

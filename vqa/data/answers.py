@@ -9,16 +9,21 @@ Two official releases are in use and differ in what they normalise:
   human answers get punctuation processing only, and only when they are not all identical.
 
 The accuracy of a prediction is the mean over the ten leave-one-annotator-out subsets of
-``min(1, matches / 3)``.
+``min(1, matches / 3)``. ``RULES`` and ``accuracy_from_matches`` are the one statement of both:
+the soft targets and training metric (``vqa.data.scoring``), ``vqa evaluate`` and the vectorised
+official evaluator (``vqa.evaluation``) all go through them.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 EvalVersion = Literal["current", "2016"]
 VERSIONS: tuple[str, ...] = ("current", "2016")
@@ -99,37 +104,78 @@ def normalize_answer(text: str) -> str:
     return process_digit_article(process_punctuation(clean(text)))
 
 
-def _check(version: str) -> None:
-    if version not in VERSIONS:
+def _as_written(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What one release compares: the form of the human answers and of the prediction when the
+    humans' answers (in their ``same_human`` form) are all identical, and when they differ."""
+
+    same_human: Callable[[str], str]
+    same_prediction: Callable[[str], str]
+    differ_human: Callable[[str], str]
+    differ_prediction: Callable[[str], str]
+
+
+RULES: dict[str, Rules] = {
+    "current": Rules(clean, clean, normalize_answer, normalize_answer),
+    "2016": Rules(_as_written, normalize_answer, process_punctuation, normalize_answer),
+}
+
+
+def rules(version: str) -> Rules:
+    """The comparison rules of an evaluation release (an unknown one is an error)."""
+    if version not in RULES:
         raise ValueError(f"unknown evaluation version {version!r}; expected one of {VERSIONS}")
+    return RULES[version]
+
+
+def compared_humans(human: Sequence[str], version: EvalVersion = "current"
+                    ) -> tuple[list[str], Callable[[str], str]]:
+    """The human answers as the official script compares them, and the form it gives the
+    prediction for this question."""
+    r = rules(version)
+    same = [r.same_human(h) for h in human]
+    if len(set(same)) > 1:
+        return [r.differ_human(h) for h in human], r.differ_prediction
+    return same, r.same_prediction
 
 
 def process_answers(prediction: str, human: Sequence[str], version: EvalVersion = "current"
                     ) -> tuple[str, list[str]]:
     """The prediction and human answers as the official script compares them."""
-    _check(version)
-    pred = clean(prediction)
-    if version == "current":
-        human = [clean(h) for h in human]
-        if len(set(human)) > 1:
-            return normalize_answer(pred), [normalize_answer(h) for h in human]
-        return pred, list(human)
-    pred = process_digit_article(process_punctuation(pred))
-    if len(set(human)) > 1:
-        return pred, [process_punctuation(h) for h in human]
-    return pred, list(human)
+    processed, form = compared_humans(human, version)
+    return form(prediction), processed
 
 
-def accuracy_from_matches(matches: int, total: int = 10) -> float:
-    """Mean over the ``total`` leave-one-out subsets of ``min(1, matches in subset / 3)``.
+def accuracy_from_matches(matches: Any, total: Any = 10) -> Any:
+    """Mean over the ``total`` leave-one-out subsets of ``min(1, matches in subset / 3)``:
+    dropping a matching annotator leaves ``matches - 1``, dropping another leaves ``matches``.
 
-    Dropping a matching annotator leaves ``matches - 1``, dropping another leaves ``matches``.
+    Numbers give a float; arrays (one entry per question, ``total`` > 0) give an array.
     """
-    if total == 0:
+    if not isinstance(matches, np.ndarray) and total == 0:
         return 0.0
-    dropped_match = matches * min(1.0, (matches - 1) / 3)
-    dropped_other = (total - matches) * min(1.0, matches / 3)
+    minimum = np.minimum if isinstance(matches, np.ndarray) else min
+    dropped_match = matches * minimum(1.0, (matches - 1) / 3)
+    dropped_other = (total - matches) * minimum(1.0, matches / 3)
     return (dropped_match + dropped_other) / total
+
+
+def leave_one_out(processed: Sequence[str], records: Sequence[Any], prediction: str) -> float:
+    """The accuracy's definition, for answer records that may repeat: the mean over records ``r``
+    of ``min(1, matches among the records that differ from r / 3)`` (the official
+    ``item != gtAnsDatum`` drops every identical record). With distinct records this is
+    ``accuracy_from_matches``."""
+    if len(set(records)) == len(records):
+        return accuracy_from_matches(sum(a == prediction for a in processed), len(processed))
+    accs = []
+    for r in records:
+        others = [p for p, o in zip(processed, records, strict=True) if o != r]
+        accs.append(min(1.0, sum(p == prediction for p in others) / 3))
+    return sum(accs) / len(accs)
 
 
 def vqa_accuracy(prediction: str, human: Sequence[str], version: EvalVersion = "current") -> float:
@@ -139,18 +185,16 @@ def vqa_accuracy(prediction: str, human: Sequence[str], version: EvalVersion = "
 
 
 def answer_scores(human: Sequence[str], version: EvalVersion = "current"
-                  ) -> tuple[dict[str, float], bool]:
-    """Official accuracy of every answer that scores above zero, keyed by its processed form.
+                  ) -> tuple[dict[str, float], Callable[[str], str]]:
+    """Official accuracy of every answer that scores above zero, keyed by its compared form.
 
-    Returns ``(scores, normalise)``: a prediction ``p`` scores ``scores.get(f(p), 0)`` where ``f``
-    is ``normalize_answer`` if ``normalise`` else ``clean``. A single reference answer (COCO-QA)
-    scores 1 for a match after normalisation, 0 otherwise: COCO-QA's exact-match accuracy on
-    vocabulary answers, which are stored normalised.
+    Returns ``(scores, form)``: a prediction ``p`` scores ``scores.get(form(p), 0)``. A single
+    reference answer (COCO-QA) scores 1 for a match after normalisation, 0 otherwise: COCO-QA's
+    exact-match accuracy on vocabulary answers, which are stored normalised.
     """
-    _check(version)
+    rules(version)
     if len(human) == 1:
-        return {normalize_answer(human[0]): 1.0}, True
-    _, processed = process_answers("", human, version)
-    normalise = version == "2016" or len({clean(h) for h in human}) > 1
+        return {normalize_answer(human[0]): 1.0}, normalize_answer
+    processed, form = compared_humans(human, version)
     counts = Counter(processed)
-    return {a: accuracy_from_matches(k, len(processed)) for a, k in counts.items()}, normalise
+    return {a: accuracy_from_matches(k, len(processed)) for a, k in counts.items()}, form

@@ -19,6 +19,12 @@ from vqa.data.answers import EvalVersion, answer_scores, clean, normalize_answer
 Targets = tuple[dict[str, float], Callable[[str], str]]
 
 
+def percent(scores: Sequence[float], digits: int = 2) -> float:
+    """The official scripts' rounding of a mean score: ``round(100 * sum / n, digits)``, the sum
+    taken by Python in question order (0 for no questions)."""
+    return round(100 * float(sum(scores)) / max(len(scores), 1), digits)
+
+
 class Scorer(Protocol):
     """A benchmark's scoring (see the module docstring). ``metric`` names the logged metric
     (``vqa_acc``, ``acc``); ``reproduces`` says which evaluation code the numbers reproduce."""
@@ -76,5 +82,4 @@ class VQAScore:
     def targets(self, answers: Sequence[str]) -> Targets:
         if not answers:
             return {}, clean
-        scores, normalise = answer_scores(answers, self.version)
-        return scores, normalize_answer if normalise else clean
+        return answer_scores(answers, self.version)
