@@ -244,8 +244,8 @@ def loader_rate(split: Split, workers: int, batch: int) -> dict[str, Any]:
         pass
     t, questions, images, arrivals = time.perf_counter(), 0, 0, []
     for b in loader:
-        questions += len(b["question"])
-        images += len(b["image"] if "image" in b else b["features"])
+        questions += len(b)
+        images += len(b.image if b.image is not None else b.features)
         arrivals.append(time.perf_counter() - t)
     return {"workers": workers, "batch": batch, "questions": questions, "images": images,
             "seconds": arrivals[-1], "samples_s": questions / arrivals[-1],

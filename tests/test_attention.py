@@ -15,10 +15,10 @@ from PIL import Image
 
 from vqa.cli import main
 from vqa.data import VQADataModule, collate, load_vqa, tokenize
+from vqa.data.grounding import GroundingScores
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
 from vqa.models import LEVELS, AlternatingCoAttention, HieCoAtt, SmallCNN
 from vqa.training import VQAModule
-from vqa.training.grounding import GroundingScores
 from vqa.viz import attention_to_pixels, figure, overlay, words_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_grounding_scores_by_hand() -> None:
     words[0, 1] = words[1, 3] = True
     q_att = torch.zeros(2, 3, 5)
     q_att[:, :, 1] = 1  # every level points at word 1
-    metric = GroundingScores()
+    metric = GroundingScores(LEVELS)
     metric.update(image_att, q_att, boxes, words, (2, 2))
     out = {k: round(v.item(), 4) for k, v in metric.compute().items()}
     assert out["word/pointing"] == 100 and out["word/mass"] == 100
@@ -91,9 +91,10 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
     dm = VQADataModule(shapes_split(shapes_dir, "train"), shapes_split(shapes_dir, "val"),
                        image_size=32, max_question_length=16, batch_size=50)
     ds = dm.dataset("val")
+    assert [h.name for h in ds.hooks] == ["grounding"]  # images with grounding annotations
     for i in range(len(ds)):
         ex = ds.examples[i]
-        boxes, words = ds.grounding(i)
+        boxes, words = (ds[i]["extra"][k] for k in ("boxes", "words"))
         g = ex.extra["grounding"]
         tokens = tokenize(ex.question)
         assert [tokens[p] for p in torch.nonzero(words).flatten().tolist()] == \
@@ -102,7 +103,7 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
             assert boxes[(y0 + y1) // 4, (x0 + x1) // 4]
         assert boxes.any() == bool(g["boxes"])
     batch = collate([ds[i] for i in range(8)])
-    assert batch["grounding_boxes"].shape == (8, 32, 32)
+    assert batch.extra["boxes"].shape == (8, 32, 32)
 
     torch.manual_seed(0)
     model = HieCoAtt(dm.question_vocab_size, dm.answer_vocab_size, SmallCNN((8, 16)),

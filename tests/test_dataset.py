@@ -48,11 +48,12 @@ def test_collate_keeps_each_image_once(datamodule: VQADataModule) -> None:
     same_image = [i for i, ex in enumerate(ds.examples) if ex.image_id == ds.examples[0].image_id]
     items = [ds[i] for i in [*same_image, len(ds) - 1]]
     batch = collate(items)
-    assert batch["image"].shape[0] == 2
-    assert batch["image_index"].tolist() == [0] * len(same_image) + [1]
-    for it, row in zip(items, batch["image_index"], strict=True):
-        torch.testing.assert_close(batch["image"][row], it["image"])
-    assert batch["question"].shape[1] == int(batch["question_mask"].sum(1).max())
+    assert batch.image.shape[0] == 2 and batch.features is None
+    assert batch.image_index.tolist() == [0] * len(same_image) + [1]
+    for it, row in zip(items, batch.image_index, strict=True):
+        torch.testing.assert_close(batch.image[row], it["image"])
+    assert batch.question.shape[1] == int(batch.question_mask.sum(1).max())
+    assert batch.extra.keys() == {"boxes", "words", "token_words"}  # the shapes grounding hook
 
 
 def test_shared_images_give_the_same_outputs(datamodule: VQADataModule) -> None:
@@ -62,10 +63,8 @@ def test_shared_images_give_the_same_outputs(datamodule: VQADataModule) -> None:
                      answer_hidden=32, dropout=0.0).eval()
     batch = collate([datamodule.dataset("train")[i] for i in range(12)])
     with torch.no_grad():
-        shared = model(batch["question"], batch["question_mask"], batch["image"],
-                       image_index=batch["image_index"])
-        each = model(batch["question"], batch["question_mask"],
-                     batch["image"][batch["image_index"]])
+        shared = model(**batch.inputs())
+        each = model(batch.question, batch.question_mask, batch.image[batch.image_index])
     torch.testing.assert_close(shared["logits"], each["logits"])
 
 

@@ -62,8 +62,8 @@ def test_multiple_choice_predictions_are_candidates(
     assert len(examples[0].multiple_choices) == 6
     dm = VQADataModule(shapes_split(shapes_dir, "train"), multiple_choice, image_size=32,
                        batch_size=32)
-    item = dm.dataset("val")[0]
-    assert item["choices"].shape == (6,) and (item["choices"] == -1).sum() >= 1  # "unicorn"
+    choices = dm.dataset("val")[0]["extra"]["choices"]
+    assert choices.shape == (6,) and (choices == -1).sum() >= 1  # "unicorn"
     results = predict(dm, tmp_path / "mc_results.json")
     choices = {ex.question_id: ex.multiple_choices for ex in examples}
     assert len(results) == len(examples)

@@ -27,7 +27,7 @@ class RecordBatches(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch,
                              batch_idx: int) -> None:
-        self.batches.append(batch["question_id"].tolist())
+        self.batches.append(batch.question_id.tolist())
 
 
 def grouped_fit(shapes_dir: Path, root: Path, max_epochs: int, ckpt_path: str | None = None,
@@ -140,14 +140,11 @@ def test_ddp_fit_two_cpu_processes(ddp_data: Path, tmp_path: Path, variant: str,
 
 
 def test_ddp_fit_frozen_text_encoder(ddp_data: Path, tmp_path: Path) -> None:
-    """A frozen MiniLM under DDP: one process computes the question features into the cache
-    while the other waits, then both train from them."""
+    """A frozen MiniLM under DDP: each process memoises the features of the questions it meets
+    (no process waits for another), and both train."""
     config = str(ROOT / "configs/shapes/alternating.yaml")
     run_vqa(["fit", "-c", config, "-c", overlay(ddp_data, "alternating", "images"),
              "-c", str(ROOT / "configs/encoders/minilm.yaml"), *DDP], tmp_path)
-    features = sorted(p.name.split("-")[0] for p in (tmp_path / "data/shapes/cache").glob(
-        "*-question-features-*.pkl"))
-    assert features == ["train", "val"]  # written once each, not once per process
     assert 0 <= last_metrics(tmp_path / "runs/shapes/alternating")["val/vqa_acc"] <= 100
 
 

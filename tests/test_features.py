@@ -135,10 +135,9 @@ def test_raw_images_and_cache_give_the_same_outputs(jpegs: Path, weights: str, s
     outputs = []
     for dm in dms:
         batches = list(dm.val_dataloader())
-        assert ("image" in batches[0]) == (dm is dms[0])
+        assert (batches[0].image is not None) == (dm is dms[0])
         with torch.no_grad():
-            outputs.append([model(b["question"], b["question_mask"], b.get("image"),
-                                  b.get("features"), b.get("image_index")) for b in batches])
+            outputs.append([model(**b.inputs()) for b in batches])
     for a, b in zip(*outputs, strict=True):
         for key in ("logits", "image_attention", "question_attention"):
             torch.testing.assert_close(b[key], a[key], rtol=1e-2, atol=1e-3)  # float16 precision

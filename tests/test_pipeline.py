@@ -64,8 +64,9 @@ def trained(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_pipeline_is_saved_with_the_run_and_checkpoint(trained) -> None:
     folder, cli = trained
     assert type(cli.trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
-    p = cli.datamodule.pipeline
+    p = cli.model.pipeline  # the data's, completed with the image encoder's grid
     assert p.image_size == (48, 64) and p.grid == (6, 8) and p.max_question_length == 10
+    assert cli.datamodule.pipeline.grid is None  # training never writes into the data module
     assert p.tokenizer.source == INPUTS["tokenizer"]
     saved = json.loads(next((folder / "run/logs").glob("version_*/pipeline.json")).read_text())
     assert saved["grid"] == [6, 8] and saved["image_size"] == [48, 64]
@@ -91,7 +92,7 @@ def test_validate_predict_attend_use_the_checkpoints_pipeline(trained, shapes_di
         fit.model, datamodule=fit.datamodule)
 
     validate = run(["validate", "-c", "base.yaml", "--ckpt_path", ckpt])
-    assert validate.datamodule.pipeline.to_dict() == fit.datamodule.pipeline.to_dict()
+    assert validate.datamodule.pipeline.to_dict() == fit.model.pipeline.to_dict()
     assert float(validate.trainer.callback_metrics["val/vqa_acc"]) == pytest.approx(trained_acc, abs=1e-6)
     main(["predict", "-c", "base.yaml", "--ckpt_path", ckpt])
     assert json.loads(Path("run/results.json").read_text()) == json.loads(

@@ -89,9 +89,9 @@ class Inspector:
         if not q.known:
             warnings.warn(unknown_words_message(question), UnknownWordsWarning, stacklevel=2)
         raw = self.pipeline.image(image)  # (3, H, W) uint8
-        out = self.module({"image": self.pipeline.normalize(raw)[None], "question": q.ids[None],
-                           "question_mask": q.mask[None]})
-        probs = out["logits"][0].float().softmax(-1)  # (A,)
+        out = self.module.model(question=q.ids[None], question_mask=q.mask[None],
+                                image=self.pipeline.normalize(raw)[None])
+        probs = self.module.probabilities(out["logits"])[0]  # (A,), as the loss models them
         p, idx = probs.topk(min(k, len(probs)))
         answers = self.pipeline.answers.tokens
         return Answer(question, q.words, [(answers[i], float(v)) for v, i in zip(p, idx, strict=True)],

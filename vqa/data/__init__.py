@@ -10,7 +10,7 @@ from typing import Any
 
 _WHERE = {
     "Split": "split", "VQADataModule": "datamodule", "CachedFeatures": "dataset",
-    "ImageFiles": "dataset", "VQADataset": "dataset", "collate": "dataset",
+    "ImageFiles": "dataset", "VQADataset": "dataset", "collate": "batch", "Batch": "batch",
     "ANSWER_TYPES": "example", "Example": "example", "image_paths": "example",
     "load_cocoqa": "datasets.cocoqa", "load_vqa": "datasets.vqa", "InputPipeline": "pipeline",
     "Preprocessed": "preprocess", "preprocess": "preprocess", "soft_targets": "preprocess",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,18 +9,18 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
-from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset, collate
+from vqa.data.batch import Batch, collate
+from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset
 from vqa.data.example import Example, image_paths
 from vqa.data.features import FeatureCache, naming_hint
 from vqa.data.format import DataFormat
+from vqa.data.hooks import Hook
 from vqa.data.pipeline import InputPipeline, Question
 from vqa.data.preprocess import Preprocessed, cached, preprocess
-from vqa.data.question_features import QuestionFeatures, compute_question_features
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.data.split import Split
 from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
@@ -39,15 +38,11 @@ Splits = Split | list[Split]
 @dataclass(frozen=True)
 class MetricSpec:
     """What a split is scored with: the metric's name (``vqa_acc``, ``acc``), the categories it is
-    reported per, which evaluation code it reproduces, the answer index whose probability says
-    "unanswerable" (VizWiz, when the vocabulary has it), and whether the split labels
-    answerability."""
+    reported per, and which evaluation code it reproduces."""
 
     name: str
     groups: list[str]
     reproduces: str
-    unanswerable: int | None = None
-    answerability_labels: bool = False
 
 
 @dataclass
@@ -68,9 +63,10 @@ class VQADataModule(pl.LightningDataModule):
     The input pipeline (``vqa.data.pipeline.InputPipeline``: tokenizer, maximum question length,
     image size, answer vocabulary, region grid) comes from ``pipeline`` (a ``pipeline.json`` or a
     checkpoint) when given, otherwise it is built from these settings and the training split
-    (``VQAModule`` completes it with the image encoder's grid and saves it in the run's log folder
-    and in checkpoints). Preprocessed splits (tokens, soft targets), built vocabularies and frozen
-    question features are cached in ``cache_dir``.
+    (``VQAModule`` completes its own copy with the image encoder's grid and saves that in the
+    run's log folder and in checkpoints). Preprocessed splits (tokens, soft targets) and built
+    vocabularies are cached in ``cache_dir``. What a benchmark asks beyond the answer comes with
+    each split's dataset hooks (``hooks``).
 
     Args:
         train, val, test, predict: the splits (``predict`` defaults to ``val``); a list is read as
@@ -86,8 +82,8 @@ class VQADataModule(pl.LightningDataModule):
         pipeline: a ``pipeline.json`` or checkpoint whose input pipeline to use (``vqa validate``
             and friends set it to ``--ckpt_path``); ``tokenizer``, ``image_size`` and
             ``max_question_length``, when given too, must agree with it.
-        cache_dir: folder for preprocessed splits, vocabularies and cached question features
-            (``None``: no caching on disk).
+        cache_dir: folder for preprocessed splits and vocabularies (``None``: no caching on
+            disk).
         batch_size, num_workers: for the data loaders.
         cache_images: decode all images once and keep them in memory (small datasets).
         group_by_image: training batches hold all questions of their images, so image-side work
@@ -120,10 +116,9 @@ class VQADataModule(pl.LightningDataModule):
         self._datasets: dict[str, VQADataset] = {}
         self._read_cache: dict[str, tuple[list[Example], list[tuple[str | None, int]]]] = {}
         self._resume: dict[str, int] | None = None  # from a checkpoint's ``state_dict``
-        self._text_encoder: tuple[Callable, Any, torch.device] | None = None
+        self._sampler: ImageGroupedSampler | None = None  # the training order, for resuming
         self._rows: dict[str, dict[int, int]] = {}  # question id -> row, per split (``view``)
         self._preprocessed: dict[str, tuple[str, Any]] = {}  # split -> (key, preprocessed)
-        self._question_features: dict[str, QuestionFeatures] = {}
 
     @property
     def pipeline(self) -> InputPipeline:
@@ -131,11 +126,6 @@ class VQADataModule(pl.LightningDataModule):
         if self._pipeline is None:
             self._pipeline = self._load_pipeline() if self.pipeline_path else self._build_pipeline()
         return self._pipeline
-
-    @pipeline.setter
-    def pipeline(self, pipeline: InputPipeline) -> None:
-        """Set by the training module once the image encoder has told the grid."""
-        self._pipeline = pipeline
 
     def _load_pipeline(self) -> InputPipeline:
         p = InputPipeline.load(self.pipeline_path)
@@ -182,12 +172,12 @@ class VQADataModule(pl.LightningDataModule):
 
     def metric(self, name: str) -> MetricSpec:
         """How split ``name`` is scored (``VQAModule`` builds its metrics from this)."""
-        fmt = self.data_format(name)
-        scorer, (data, _) = fmt.scorer(self.eval_version), self.preprocessed(name)
-        unanswerable = (self.pipeline.answers.index.get(scorer.normalize(fmt.unanswerable))
-                        if fmt.unanswerable else None)
-        return MetricSpec(scorer.metric, data.group_names, scorer.reproduces, unanswerable,
-                          data.answerable is not None)
+        scorer, (data, _) = self.data_format(name).scorer(self.eval_version), self.preprocessed(name)
+        return MetricSpec(scorer.metric, data.group_names, scorer.reproduces)
+
+    def hooks(self, name: str) -> list[Hook]:
+        """The dataset hooks that apply to split ``name`` (``vqa.data.hooks``)."""
+        return self.dataset(name).hooks
 
     def _read(self, parts: list[Split]) -> tuple[list[Example], list[tuple[str | None, int]]]:
         """``_joined(parts)``, read once per data module (vocabularies and the training split
@@ -238,35 +228,13 @@ class VQADataModule(pl.LightningDataModule):
                 repr(key), cached(self.cache_dir, f"{name}-preprocessed", key, build))
         return hit[1]
 
-    def use_question_features(self, encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                              key: Any, device: torch.device | str = "cpu") -> None:
-        """Serve ``question_features`` computed once by a frozen text encoder: ``encode`` maps
-        (ids (B, T), mask (B, T)) to (B, T, L, H); ``key`` identifies it (cache file name)."""
-        self._text_encoder = (encode, key, torch.device(device))
-        self._question_features.clear()
-        self._datasets.clear()
-        self._rows.clear()
-
-    def question_features(self, name: str) -> QuestionFeatures | None:
-        """The cached question features of split ``name`` (computed on first use)."""
-        if self._text_encoder is None:
-            return None
-        if name not in self._question_features:
-            encode, encoder_key, device = self._text_encoder
-            data, _ = self.preprocessed(name)
-            key = [[p.key() for p in self._split(name)], self.pipeline.key(), encoder_key]
-            self._question_features[name] = cached(
-                self.cache_dir, f"{name}-question-features", key,
-                lambda: compute_question_features(data, encode, device=device))
-        return self._question_features[name]
-
     def dataset(self, name: str) -> VQADataset:
         """The dataset of split ``name`` (train, val, test, predict), built once."""
         if name not in self._datasets:
             data, sizes = self.preprocessed(name)
             self._datasets[name] = VQADataset(
                 data, self._images(self._split(name), sizes, data.examples),
-                len(self.pipeline.answers), self.question_features(name))
+                len(self.pipeline.answers), self.data_format(name).hooks)
         return self._datasets[name]
 
     def _images(self, parts: list[Split], sizes: list[tuple[str | None, int]],
@@ -363,8 +331,8 @@ class VQADataModule(pl.LightningDataModule):
             # Whole images per batch, or (one "group" per question) plain shuffled batches: either
             # way the order follows seed + epoch and resumes mid-epoch.
             keys = [ex.image_id for ex in ds.examples] if self.group_by_image else range(len(ds))
-            sampler = ImageGroupedSampler(keys, self.batch_size, seed=self.seed,
-                                          num_replicas=world, rank=rank)
+            sampler = self._sampler = ImageGroupedSampler(keys, self.batch_size, seed=self.seed,
+                                                          num_replicas=world, rank=rank)
             if self._resume is not None:
                 sampler.resume(self._resume["epoch"], self._resume["batches_done"])
                 self._resume = None
@@ -374,19 +342,20 @@ class VQADataModule(pl.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, sampler=ShardSampler(len(ds), world, rank),
                           **common)
 
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Counts the training batches taken this epoch (the training loop takes each just
+        before its step; batches the loader's workers prefetch do not count)."""
+        if self._sampler is not None and self.trainer is not None and self.trainer.training:
+            self._sampler.taken += 1
+        return batch
+
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints while fitting: the training pass to resume (epoch, and batches of
-        it each process has trained), so that training batches continue where they stopped."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+        """Saved in checkpoints: the training pass to resume (epoch, and batches of it this
+        process has trained), so that training batches continue where they stopped."""
+        if self._sampler is None:
             return {}
-        epochs = trainer.fit_loop.epoch_progress.current
-        # ``processed``: batches whose optimiser step ran (``completed`` lags by one inside
-        # ``on_train_batch_end``, where step-interval checkpoints are saved).
-        epoch, done = epochs.processed, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= trainer.num_training_batches:  # this epoch's batches are all trained
-            epoch, done = epoch + (epochs.processed < epochs.started), 0
-        return {"epoch": epoch, "batches_done": done, "processes": trainer.world_size}
+        epoch, done = self._sampler.position()
+        return {"epoch": epoch, "batches_done": done, "processes": self._processes()[0]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict) or None

@@ -14,6 +14,7 @@ from vqa.data.example import Example
 
 if TYPE_CHECKING:
     from vqa.data.answers import EvalVersion
+    from vqa.data.hooks import Hook
     from vqa.data.scoring import Scorer
 
 Reader = Callable[[str, "str | None"], "tuple[list[Example], str | None]"]
@@ -43,8 +44,8 @@ class DataFormat:
         result_id: the value of ``id_field`` for an example.
         image_ids: how ``vqa extract-features`` names cached images for this dataset: ``number``
             (the number ending the file name, COCO ids) or ``name`` (the file name's stem).
-        unanswerable: the answer that says the question cannot be answered, when the benchmark
-            scores answerability (VizWiz): its probability gives the answerability prediction.
+        hooks: what the benchmark asks beyond the open-ended answer (``vqa.data.hooks``:
+            multiple choice, answerability, grounding), each used on the splits it applies to.
         refines: a format whose files this one's also match (OK-VQA: ``vqa``); it wins over it.
         scored: which annotated questions the benchmark's evaluation scores (GQA: the balanced).
     """
@@ -57,7 +58,7 @@ class DataFormat:
     answer_field: str = "answer"
     result_id: Callable[[Example], Any] = question_id
     image_ids: Literal["number", "name"] = "number"
-    unanswerable: str | None = None
+    hooks: tuple[Hook, ...] = ()
     refines: str | None = None
     scored: Callable[[Example], bool] = every
 

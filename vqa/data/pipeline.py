@@ -156,6 +156,13 @@ class InputPipeline:
                              "(a checkpoint used with another image encoder or image size?)")
         return replace(self, grid=grid)
 
+    def region_grid(self, regions: int) -> tuple[int, int]:
+        """(rows, columns) of the region grid, checked against a model's ``regions`` count."""
+        if self.grid is None or self.grid[0] * self.grid[1] != regions:
+            raise ValueError(f"the input pipeline's region grid {self.grid} does not cover the "
+                             f"model's {regions} regions")
+        return tuple(self.grid)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``pipeline.json``, checkpoints); ``from_dict`` reads it back."""
         return {"format": FORMAT, "tokenizer": self.tokenizer.to_dict(),

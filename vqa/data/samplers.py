@@ -42,7 +42,8 @@ class ImageGroupedSampler(DistributedSampler):
             groups.setdefault(iid, []).append(i)
         self.groups = list(groups.values())
         self.batch_size = batch_size
-        self.start = 0  # batches of this epoch already trained (resuming mid-epoch)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+        self.taken = 0  # batches of this epoch trained so far (the data module counts them)
 
     def plan(self) -> list[list[int]]:
         """This epoch's batches for every process, before sharding."""
@@ -65,13 +66,22 @@ class ImageGroupedSampler(DistributedSampler):
         return batches[self.rank::self.num_replicas]
 
     def resume(self, epoch: int, batches_done: int) -> None:
-        """Make the next pass ``epoch``'s, starting after its first ``batches_done`` batches."""
+        """Make the next pass ``epoch``'s, starting after its first ``batches_done`` batches
+        (unless the trainer moves on to another epoch first: that one starts at its beginning)."""
         self.set_epoch(epoch)
-        self.start = batches_done
+        self._resume_at, self.taken = (epoch, batches_done), batches_done
+
+    def position(self) -> tuple[int, int]:
+        """(epoch, batches trained of it) to resume from; a finished epoch resumes at the next."""
+        if self.taken >= len(self):
+            return self.epoch + 1, 0
+        return self.epoch, self.taken
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches, self.start = self._shard()[self.start:], 0
-        return iter(batches)
+        resume, self._resume_at = self._resume_at, None
+        start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        self.taken = start
+        return iter(self._shard()[start:])
 
     def __len__(self) -> int:
         return len(self._shard())

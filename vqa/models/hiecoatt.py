@@ -96,19 +96,17 @@ class HieCoAtt(nn.Module):
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
                 image: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                image_index: torch.Tensor | None = None,
-                question_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                image_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Returns ``logits`` (B, A), ``image_attention`` (B, L, N), ``question_attention`` (B, L, T).
 
         ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
-        image of the batch once: image-side work runs per image, the rest per question.
-        ``question_features`` (B, T, L, H): a frozen text encoder's cached features."""
+        image of the batch once: image-side work runs per image, the rest per question."""
         v = self.regions(image, features)  # (B_img, N, D)
         v_proj = self.image_projections(v)  # L x (B_img, N, k)
         if image_index is not None:  # gathered per question: B_img -> B
             v, v_proj = v[image_index], [p[image_index] for p in v_proj]
         levels, a_v, a_q = [], [], []
-        words = self.question_encoder(question, question_mask, question_features)  # 3 x (B, T, D)
+        words = self.question_encoder(question, question_mask)  # 3 x (B, T, D)
         for q, coatt, proj in zip(words, self.coattention, v_proj, strict=True):
             v_hat, q_hat, av, aq = coatt(v, q, question_mask, proj)
             levels.append((v_hat, q_hat))

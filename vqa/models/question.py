@@ -6,15 +6,14 @@ input pipeline says about the tokens) and returns the three levels Lu et al. 201
 * ``HierarchicalQuestionEncoder``: the paper's (Sec. 3.2): embeddings, n-gram convolutions, LSTM;
 * ``LSTMQuestionEncoder``: a plain LSTM baseline, the same features at every level;
 * ``TransformerQuestionEncoder``: a pretrained ``transformers.AutoModel``, levels from its hidden
-  layers, frozen, partly or fully fine-tuned.
+  layers, frozen (its features then computed once per distinct question), partly or fully
+  fine-tuned.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,23 +35,10 @@ class TextInputs:
 
 
 class QuestionEncoder(nn.Module):
-    """Interface: ``forward(question (B, T), mask (B, T), features=None)`` -> word, phrase and
-    question features, each (B, T, D). An encoder whose ``frozen`` is true also gives ``hidden``
-    and ``cache_key``: the data module then caches ``hidden``'s output once per question and
-    passes it back as ``features``; other encoders receive ``None``."""
+    """Interface: ``forward(question (B, T), mask (B, T))`` -> word, phrase and question features,
+    each (B, T, D)."""
 
-    frozen = False
-
-    def forward(self, question: torch.Tensor, mask: torch.Tensor,
-                features: torch.Tensor | None = None) -> QuestionLevels:
-        raise NotImplementedError
-
-    def hidden(self, question: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """What ``forward`` needs of the frozen part: (B, T) ids -> (B, T, ...) features."""
-        raise NotImplementedError
-
-    def cache_key(self) -> dict[str, Any]:
-        """What ``hidden``'s output depends on (a cache key)."""
+    def forward(self, question: torch.Tensor, mask: torch.Tensor) -> QuestionLevels:
         raise NotImplementedError
 
 
@@ -81,8 +67,7 @@ class HierarchicalQuestionEncoder(QuestionEncoder):
                             dropout=dropout if lstm_layers > 1 else 0.0)
         self.drop = Dropout(dropout)
 
-    def forward(self, question: torch.Tensor, mask: torch.Tensor,
-                features: torch.Tensor | None = None) -> QuestionLevels:
+    def forward(self, question: torch.Tensor, mask: torch.Tensor) -> QuestionLevels:
         word = self.embed(question) * mask.unsqueeze(-1)  # (B, T, D)
         x = self.drop(word).transpose(1, 2)  # (B, D, T)
         grams = [torch.tanh(conv(F.pad(x, (0, conv.kernel_size[0] - 1)))) for conv in self.ngrams]
@@ -108,8 +93,7 @@ class LSTMQuestionEncoder(QuestionEncoder):
                             dropout=dropout if lstm_layers > 1 else 0.0)
         self.drop = Dropout(dropout)
 
-    def forward(self, question: torch.Tensor, mask: torch.Tensor,
-                features: torch.Tensor | None = None) -> QuestionLevels:
+    def forward(self, question: torch.Tensor, mask: torch.Tensor) -> QuestionLevels:
         h, _ = self.lstm(self.drop(self.embed(question)))  # (B, T, D)
         h = self.drop(h * mask.unsqueeze(-1))
         return h, h, h
@@ -127,8 +111,9 @@ class TransformerQuestionEncoder(QuestionEncoder):
         dim, dropout: feature size ``d``; dropout on each level.
         layers: the hidden layers of the word, phrase and question level (default: embeddings,
             the middle layer, the last layer).
-        train_layers: ``0`` frozen (its features are computed once and cached by the data),
-            ``n`` the last n layers fine-tuned, ``all`` everything fine-tuned.
+        train_layers: ``0`` frozen (its features are computed once per distinct question and
+            kept in memory: ``memoised``), ``n`` the last n layers fine-tuned, ``all``
+            everything fine-tuned.
     """
 
     def __init__(self, inputs: TextInputs, dim: int = 512, dropout: float = 0.5,
@@ -148,6 +133,7 @@ class TransformerQuestionEncoder(QuestionEncoder):
         if len(self.layers) != 3 or not all(0 <= i <= n for i in self.layers):
             raise ValueError(f"layers must be 3 hidden layers in 0..{n}, got {self.layers}")
         self.frozen = train_layers == 0
+        self._memo: dict[tuple[int, ...], torch.Tensor] = {}  # frozen: features per question
         self.trained = self._trained_modules(train_layers, n)
         self.transformer.requires_grad_(False)
         for m in self.trained:
@@ -182,22 +168,30 @@ class TransformerQuestionEncoder(QuestionEncoder):
                                    output_hidden_states=True)
         return torch.stack([out.hidden_states[i] for i in self.layers], 2)  # (B, T, 3, H)
 
-    def cache_key(self) -> dict[str, Any]:
-        """What the cached ``hidden`` features depend on: the model's files (their hashes) or its
-        hub revision, and the layers."""
-        folder = Path(self.path)
-        if folder.is_dir():
-            files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                     for p in sorted(folder.iterdir())
-                     if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()}
-        else:
-            files = {"revision": getattr(self.transformer.config, "_commit_hash", None)}
-        return {"source": self.source, "files": files, "layers": list(self.layers)}
+    @torch.compiler.disable
+    @torch.no_grad()
+    def memoised(self, question: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of the frozen transformer, run once per distinct question: its features are
+        the same in every epoch, so each question's (T_i, 3, H) rows are kept (float16, on the
+        CPU) the first time they are computed and later batches gather them (on shapes, a few
+        hundred distinct questions cover 20,000)."""
+        lengths = mask.sum(1).tolist()
+        keys = [tuple(row[:n]) for row, n in zip(question.tolist(), lengths, strict=True)]
+        new = {k: i for i, k in enumerate(keys) if k not in self._memo}
+        if new:
+            rows = list(new.values())
+            t = max(max(lengths[i] for i in rows), 1)
+            out = self.hidden(question[rows, :t], mask[rows, :t]).to("cpu", torch.float16)
+            for j, (k, i) in enumerate(new.items()):
+                self._memo[k] = out[j, :lengths[i]]  # (T_i, 3, H)
+        width = next(iter(self._memo.values())).shape[1:]  # (3, H)
+        features = torch.zeros(*question.shape, *width, dtype=torch.float16)  # (B, T, 3, H)
+        for b, k in enumerate(keys):
+            features[b, :lengths[b]] = self._memo[k]
+        return features.to(question.device, non_blocking=True)
 
-    def forward(self, question: torch.Tensor, mask: torch.Tensor,
-                features: torch.Tensor | None = None) -> QuestionLevels:
-        if features is None:
-            features = self.hidden(question, mask)  # (B, T, 3, H)
+    def forward(self, question: torch.Tensor, mask: torch.Tensor) -> QuestionLevels:
+        features = self.memoised(question, mask) if self.frozen else self.hidden(question, mask)
         features, real = features.to(self.proj[0].weight.dtype), mask.unsqueeze(-1)
         return tuple(self.drop(torch.tanh(p(features[:, :, i]))) * real  # (B, T, H) -> (B, T, D)
                      for i, p in enumerate(self.proj))

@@ -49,7 +49,7 @@ class AttentionTable(pl.Callback):
                                 dataloader_idx: int = 0) -> None:
         if not self._active(trainer) or not isinstance(outputs, dict):
             return
-        qids = batch["question_id"].tolist()
+        qids = batch.question_id.tolist()
         if self.question_ids is None or len(self.question_ids) < self.num_examples:
             chosen = self.question_ids or []
             self.question_ids = chosen + qids[: self.num_examples - len(chosen)]
@@ -60,7 +60,7 @@ class AttentionTable(pl.Callback):
                 self.rows[qid] = {
                     "image_attention": outputs["image_attention"][row].float().cpu(),  # (L, N)
                     "question_attention": outputs["question_attention"][row].float().cpu(),  # (L, T)
-                    "answer": pred, "score": float(batch["target"][row, pred]),
+                    "answer": pred, "score": float(batch.target[row, pred]),
                 }
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -70,7 +70,7 @@ class AttentionTable(pl.Callback):
 
         dm = trainer.datamodule
         answers = pl_module.pipeline.answers.tokens
-        grid = pl_module.attention_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
+        grid = pl_module.pipeline.region_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
         columns = ["question_id", "image", *(f"{lvl} attention" for lvl in LEVELS), "question",
                    "prediction", "human answers", "vqa score"]
         data, export = [], []

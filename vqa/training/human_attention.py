@@ -109,8 +109,8 @@ class HumanAttention(pl.Callback):
         if trainer.sanity_checking or not isinstance(outputs, dict):
             return
         attention = outputs["image_attention"]  # (B, L, N)
-        grid = pl_module.attention_grid(attention.shape[-1])
-        for row, qid in enumerate(batch["question_id"].tolist()):
+        grid = pl_module.pipeline.region_grid(attention.shape[-1])
+        for row, qid in enumerate(batch.question_id.tolist()):
             if qid in self.maps:
                 corr = self.score(attention[row], grid, self.maps[qid])
                 if np.isfinite(corr).all():

@@ -14,38 +14,34 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
-from torchmetrics.classification import BinaryAveragePrecision
 
+from vqa.data.batch import Batch
 from vqa.data.datamodule import STAGE_SPLITS
+from vqa.data.hooks import Hook, HookContext
 from vqa.data.pipeline import InputPipeline
-from vqa.models.question import QuestionEncoder
-from vqa.training.grounding import GroundingScores
+from vqa.models import LEVELS
 from vqa.training.metrics import VQAAccuracy
 
-INPUTS = ("question", "question_mask", "image", "features", "image_index", "question_features")
+EVAL_STAGES = ("val", "test")
 
 
-def restrict_to_choices(logits: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
-    """Multiple choice: logits (B, A) with every answer outside a question's candidates
-    ``choices`` (B, K, vocabulary indices, -1 for candidates outside the vocabulary) at -inf."""
-    allowed = torch.zeros_like(logits, dtype=torch.bool)  # (B, A)
-    allowed.scatter_(1, choices.clamp(min=0), choices >= 0)
-    return logits.masked_fill(~allowed, float("-inf"))
-
-
-def _adam(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=1e-3)
+def rmsprop(params: Any) -> torch.optim.Optimizer:
+    """The paper's optimiser (reference code): RMSprop, lr 4e-4, alpha 0.99, eps 1e-8."""
+    return torch.optim.RMSprop(params, lr=4e-4, alpha=0.99, eps=1e-8)
 
 
 class VQAModule(pl.LightningModule):
-    """Trains any model with the ``HieCoAtt`` interface.
+    """Trains any model with the ``HieCoAtt`` interface; what a dataset asks beyond the answer
+    (multiple choice, answerability, grounding) comes from the data's hooks (``vqa.data.hooks``).
 
     Args:
         model: maps ``question``, ``question_mask`` and ``image`` or ``features`` to a dict with
             ``logits`` (B, A) and attention maps.
-        loss: ``bce``: binary cross-entropy on the soft scores of all answers (summed over answers);
-            ``softmax``: cross-entropy on ``multiple_choice_answer``, as in the paper.
-        optimizer: optimiser factory (``class_path`` / ``init_args`` in YAML).
+        loss: ``softmax``: cross-entropy on the training answer (``multiple_choice_answer``), as
+            in the paper; ``bce``: binary cross-entropy on the soft scores of all answers (summed
+            over answers).
+        optimizer: optimiser factory (``class_path`` / ``init_args`` in YAML); default the
+            paper's RMSprop (lr 4e-4, alpha 0.99, eps 1e-8).
         scheduler: optional learning-rate scheduler factory, stepped every epoch; one that takes
             ``total_steps`` (``OneCycleLR``) gets the run's number of steps and steps per batch.
         compile: compile the model's forward with ``torch.compile`` (in place: checkpoints keep
@@ -53,20 +49,18 @@ class VQAModule(pl.LightningModule):
             ``precision`` (``bf16-mixed``, ``16-mixed``).
     """
 
-    def __init__(self, model: nn.Module, loss: Literal["bce", "softmax"] = "bce",
-                 optimizer: OptimizerCallable = _adam,
+    def __init__(self, model: nn.Module, loss: Literal["softmax", "bce"] = "softmax",
+                 optimizer: OptimizerCallable = rmsprop,
                  scheduler: LRSchedulerCallable | None = None, compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = model
         self.optimizer, self.scheduler = optimizer, scheduler  # hparams hold their configs
-        self.pipeline: InputPipeline | None = None  # the data's, or a checkpoint's
-        self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in ("val", "test")})
-        self.metric_names = {"val": "vqa_acc", "test": "vqa_acc"}  # the data's scorer's (setup)
-        # VizWiz: average precision of "unanswerable" from that answer's probability.
-        self.answerability = nn.ModuleDict()
-        self.unanswerable: dict[str, int] = {}
-        self.grounding = nn.ModuleDict({s: GroundingScores() for s in ("val", "test")})
+        self.pipeline: InputPipeline | None = None  # the data's, with the grid; or a checkpoint's
+        self.metrics = nn.ModuleDict({s: VQAAccuracy() for s in EVAL_STAGES})
+        self.metric_names = {s: "vqa_acc" for s in EVAL_STAGES}  # the data's scorer's (setup)
+        self.hooks: dict[str, list[Hook]] = {}  # per split: the data's hooks
+        self.hook_metrics = nn.ModuleDict({s: nn.ModuleDict() for s in EVAL_STAGES})
         self._compiled = False
 
     def configure_model(self) -> None:
@@ -74,29 +68,35 @@ class VQAModule(pl.LightningModule):
             self.model.compile()
             self._compiled = True
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.model(**{k: batch[k] for k in INPUTS if k in batch})
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.model(**batch.inputs())
 
-    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         if self.hparams.loss == "softmax":
-            return F.cross_entropy(logits, batch["answer_index"], ignore_index=-100)
-        bce = F.binary_cross_entropy_with_logits(logits, batch["target"], reduction="none")
+            return F.cross_entropy(logits, batch.answer_index, ignore_index=-100)
+        bce = F.binary_cross_entropy_with_logits(logits, batch.target, reduction="none")
         return bce.sum(1).mean()
 
-    def _loss_weight(self, batch: dict[str, Any]) -> int:
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, A) each answer's probability as the loss models it: softmax, or independent
+        sigmoids for ``bce``."""
+        logits = logits.float()
+        return logits.softmax(-1) if self.hparams.loss == "softmax" else logits.sigmoid()
+
+    def _loss_weight(self, batch: Batch) -> int:
         """Questions the loss averages over: those with a known answer for ``softmax``. Epoch
         means weighted by it are exact means over questions, whatever the batching."""
         if self.hparams.loss == "softmax":
-            return max(int((batch["answer_index"] != -100).sum()), 1)
-        return len(batch["question"])
+            return max(int((batch.answer_index != -100).sum()), 1)
+        return len(batch)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch)["logits"], batch)
         self._stop_if_not_finite(loss, batch, batch_idx)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["question"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def _stop_if_not_finite(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:
+    def _stop_if_not_finite(self, loss: torch.Tensor, batch: Batch, batch_idx: int) -> None:
         """A NaN or infinite loss on any process stops every process before the optimiser step,
         so no checkpoint ever holds the weights it would produce."""
         bad = not bool(torch.isfinite(loss))
@@ -105,60 +105,40 @@ class VQAModule(pl.LightningModule):
                      else "train/loss is not finite on another process")
             raise FloatingPointError(
                 f"{where} at epoch {self.current_epoch}, batch {batch_idx} (global step "
-                f"{self.global_step}; question ids {batch['question_id'][:8].tolist()}): "
+                f"{self.global_step}; question ids {batch.question_id[:8].tolist()}): "
                 "training stopped before the optimiser step")
 
-    def _answer_logits(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        """Logits the answer is picked from: all answers, or a multiple-choice question's
-        candidates."""
-        if "choices" in batch:
-            return restrict_to_choices(out["logits"], batch["choices"])
-        return out["logits"]
+    def _context(self) -> HookContext:
+        return HookContext(self.pipeline, LEVELS)
 
-    def _unanswerable_probability(self, logits: torch.Tensor, stage: str) -> torch.Tensor:
-        """(B,) the probability of the answer "unanswerable" (VizWiz), as the loss models it."""
-        i = self.unanswerable[stage]
-        if self.hparams.loss == "softmax":
-            return logits.float().softmax(-1)[:, i]
-        return logits[:, i].float().sigmoid()
+    def _answer_logits(self, logits: torch.Tensor, batch: Batch, split: str) -> torch.Tensor:
+        """The logits the answer is picked from (a multiple-choice hook restricts them)."""
+        for hook in self.hooks.get(split, ()):
+            logits = hook.answer_logits(logits, batch)
+        return logits
 
-    def _eval_step(self, stage: str, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _eval_step(self, stage: str, batch: Batch) -> dict[str, torch.Tensor]:
         out = self(batch)
         self.log(f"{stage}/loss", self.loss(out["logits"], batch), batch_size=self._loss_weight(batch),
                  sync_dist=True)
-        answer_logits = self._answer_logits(out, batch)
-        self.metrics[stage].update(answer_logits, batch["target"], batch["groups"],
-                                   batch.get("scored"))
-        if stage in self.answerability:
-            labelled = batch["answerable"] >= 0  # (B,)
-            if "scored" in batch:
-                labelled &= batch["scored"]
-            self.answerability[stage].update(
-                self._unanswerable_probability(out["logits"], stage)[labelled],
-                (batch["answerable"][labelled] == 0).long())  # positive class: unanswerable
-        out["answer"] = answer_logits.argmax(-1)  # (B,)
-        if "grounding_boxes" in batch:
-            self.grounding[stage].update(out["image_attention"], out["question_attention"],
-                                         batch["grounding_boxes"], batch["grounding_words"],
-                                         self.attention_grid(out["image_attention"].shape[-1]),
-                                         batch["question_words"])
+        logits = self._answer_logits(out["logits"], batch, stage)
+        self.metrics[stage].update(logits, batch.target, batch.groups, batch.scored)
+        metrics = self.hook_metrics[stage]
+        if len(metrics):
+            probabilities, context = self.probabilities(out["logits"]), self._context()
+            for hook in self.hooks[stage]:
+                if hook.name in metrics:
+                    hook.update(metrics[hook.name], batch, out, probabilities, context)
+        out["answer"] = logits.argmax(-1)  # (B,)
         return out  # answers and attention maps for callbacks, without a second forward pass
 
-    def attention_grid(self, regions: int) -> tuple[int, int]:
-        """(rows, columns) of the region grid, from the input pipeline."""
-        grid = self.pipeline.grid if self.pipeline is not None else None
-        if grid is None or grid[0] * grid[1] != regions:
-            raise ValueError(f"the input pipeline's region grid {grid} does not cover the "
-                             f"model's {regions} regions")
-        return tuple(grid)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step("val", batch)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step("test", batch)
 
-    def _log_metric(self, stage: str) -> None:
+    def _log_metrics(self, stage: str) -> None:
         # The metrics' states are already summed over processes, so every process holds the same
         # value; "max" over equal values keeps it exact (and tells Lightning it is synced).
         synced = {"sync_dist": True, "reduce_fx": "max"}
@@ -167,32 +147,30 @@ class VQAModule(pl.LightningModule):
             self.log(f"{stage}/{name}" + (f"/{key}" if key else ""), value.float(),
                      prog_bar=not key, **synced)
         self.metrics[stage].reset()
-        if stage in self.answerability:  # every process: compute() gathers the predictions
-            ap = self.answerability[stage].compute()  # 0 (and a warning) when none is positive
-            self.log(f"{stage}/unanswerable_ap", 100 * ap.float(), **synced)
-            self.answerability[stage].reset()
-        if self.grounding[stage].update_called:
-            for key, value in self.grounding[stage].compute().items():
-                self.log(f"{stage}/grounding/{key}", value.float(), **synced)
-        self.grounding[stage].reset()
+        hooks = {h.name: h for h in self.hooks.get(stage, ())}
+        for name, metric in self.hook_metrics[stage].items():
+            if metric.update_called:  # every process computes (some metrics gather)
+                for key, value in hooks[name].compute(metric).items():
+                    self.log(f"{stage}/{key}", value.float(), **synced)
+                metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metric("val")
+        self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_metric("test")
+        self._log_metrics("test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Answer indices per question id (``ResultsWriter`` turns them into strings); for
-        multiple choice also ``choice``, the position of the answer among the candidates."""
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Answer indices per question id (``ResultsWriter`` turns them into strings), and what
+        the data's hooks add (a multiple-choice candidate, answerability)."""
         logits = self(batch)["logits"]
-        answer = self._answer_logits({"logits": logits}, batch).argmax(-1)  # (B,)
-        out = {"question_id": batch["question_id"], "answer": answer}
-        if "predict" in self.unanswerable:  # VizWiz results carry answerability
-            out["answerable"] = 1 - self._unanswerable_probability(logits, "predict")
-        if "choices" in batch:
-            hit = batch["choices"] == answer[:, None]  # (B, K)
-            out["choice"] = torch.where(hit.any(1), hit.int().argmax(1), 0)  # none known: first
+        answer = self._answer_logits(logits, batch, "predict").argmax(-1)  # (B,)
+        out = {"question_id": batch.question_id, "answer": answer}
+        hooks = self.hooks.get("predict", ())
+        if hooks:
+            probabilities, context = self.probabilities(logits), self._context()
+            for hook in hooks:
+                out.update(hook.predict(batch, answer, probabilities, context))
         return out
 
     def configure_optimizers(self) -> Any:
@@ -217,35 +195,28 @@ class VQAModule(pl.LightningModule):
                              "give trainer.max_epochs or trainer.max_steps, not -1") from e
 
     def setup(self, stage: str) -> None:
-        """Take the data's input pipeline (with the image encoder's region grid), and have the data
-        serve a frozen text encoder's features, computed once."""
+        """Take the data's input pipeline into a copy of our own, completed with the image
+        encoder's region grid, and the metrics and hooks of the splits this stage reads (the
+        data module is read, never written to)."""
         dm = getattr(self.trainer, "datamodule", None)
         if not hasattr(dm, "pipeline"):
             return
         pipeline, encoder = dm.pipeline, getattr(self.model, "image_encoder", None)
         if encoder is not None:
             pipeline = pipeline.with_grid(encoder.grid(pipeline.image_size))
-        dm.pipeline = self.pipeline = pipeline
-        self._scored_like(dm, stage)
-        text = getattr(self.model, "question_encoder", None)
-        if getattr(text, "frozen", False) and hasattr(dm, "use_question_features"):
-            self._cache_question_features(dm, text, stage)
-
-    def _scored_like(self, dm: Any, stage: str) -> None:
-        """Metrics as the benchmark of each split of ``stage`` defines them (its metric name, the
-        categories it reports, answerability where it scores it)."""
+        self.pipeline = pipeline
         for name in STAGE_SPLITS[stage]:
-            if dm.splits.get(name) is None or not hasattr(dm, "metric"):
+            if dm.splits.get(name) is None or not hasattr(dm, "metric") or name == "train":
+                continue
+            self.hooks[name] = dm.hooks(name)
+            if name not in EVAL_STAGES:
                 continue
             spec = dm.metric(name)
-            if name in self.metric_names:
-                rank_zero_info(f"{name}/{spec.name} reproduces {spec.reproduces}")
-                self.metrics[name] = VQAAccuracy(spec.groups)
-                self.metric_names[name] = spec.name
-                if spec.unanswerable is not None and spec.answerability_labels:
-                    self.answerability[name] = BinaryAveragePrecision()
-            if spec.unanswerable is not None:
-                self.unanswerable[name] = spec.unanswerable
+            rank_zero_info(f"{name}/{spec.name} reproduces {spec.reproduces}")
+            self.metrics[name] = VQAAccuracy(spec.groups)
+            self.metric_names[name] = spec.name
+            metrics = {h.name: h.metric(dm.dataset(name), self._context()) for h in self.hooks[name]}
+            self.hook_metrics[name] = nn.ModuleDict({k: m for k, m in metrics.items() if m is not None})
 
     def on_train_start(self) -> None:
         """``pipeline.json`` in the log folder, once training starts (a start that fails earlier,
@@ -253,27 +224,6 @@ class VQAModule(pl.LightningModule):
         log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
         if log_dir and self.trainer.is_global_zero and self.pipeline is not None:
             self.pipeline.save(Path(log_dir) / "pipeline.json")
-
-    def _cache_question_features(self, dm: Any, text: QuestionEncoder, stage: str) -> None:
-        """Frozen text features of this stage's splits: one process computes them (on the
-        accelerator) into ``data.cache_dir`` while the others wait, then every process reads them.
-        A failure there stops every process, not only the one that computed."""
-        trainer, device = self.trainer, self.trainer.strategy.root_device
-        dm.use_question_features(text.hidden, text.cache_key(), device)
-        error: Exception | None = None
-        if trainer.is_global_zero or dm.cache_dir is None:
-            home = next(text.parameters()).device
-            try:
-                text.to(device)
-                for name in STAGE_SPLITS[stage]:
-                    if dm.splits.get(name) is not None:
-                        dm.question_features(name)
-            except Exception as e:  # re-raised below, once every process knows
-                error = e
-            finally:
-                text.to(home)
-        if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-            raise error or RuntimeError("computing the question features failed on another process")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The input pipeline, and the random number generators' states (a resumed run draws

@@ -15,8 +15,8 @@ from vqa._io import write_json
 class ResultsWriter(BasePredictionWriter):
     """At the end of ``vqa predict``, map answer indices to strings and write the results JSON
     atomically (rank zero, after gathering in multi-process runs). Every question of the predict
-    split is answered, or nothing is written. Multiple-choice answers are the chosen candidate
-    exactly as the questions file spells it (the official evaluation checks membership).
+    split is answered, or nothing is written. The data's hooks complete each entry (the chosen
+    multiple-choice candidate as the questions file spells it; VizWiz's ``answerable``).
 
     Args:
         path: where the results JSON goes.
@@ -28,11 +28,9 @@ class ResultsWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            predictions: Sequence[Any], batch_indices: Sequence[Any]) -> None:
-        # (question id, vocabulary answer, multiple-choice candidate or None, answerability)
-        rows = [(int(q), int(a), int(batch["choice"][k]) if "choice" in batch else None,
-                 float(batch["answerable"][k]) if "answerable" in batch else None)
-                for batch in predictions
-                for k, (q, a) in enumerate(zip(batch["question_id"], batch["answer"], strict=True))]
+        # One row per question: its id, answer index and what the data's hooks predicted.
+        rows = [{k: v[j].item() for k, v in batch.items()}
+                for batch in predictions for j in range(len(batch["question_id"]))]
         if trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
             import torch.distributed as dist
@@ -44,24 +42,22 @@ class ResultsWriter(BasePredictionWriter):
         if pl_module.pipeline is None:
             raise RuntimeError("the model has no input pipeline: load it from a checkpoint")
         answers = pl_module.pipeline.answers.tokens
+        results = {r["question_id"]: r for r in rows}  # de-duplicates what DDP pads with
         dm = getattr(trainer, "datamodule", None)
         if not hasattr(dm, "data_format"):  # plain loaders: the VQA layout, answers as indexed
-            plain = {q: answers[a] for q, a, _, _ in rows}
-            write_json(self.path, [{"question_id": q, "answer": a} for q, a in sorted(plain.items())])
+            write_json(self.path, [{"question_id": q, "answer": answers[r["answer"]]}
+                                   for q, r in sorted(results.items())])
             return
         examples = {ex.question_id: ex for ex in dm.dataset("predict").examples}
-        fmt = dm.data_format("predict")
-        # A dict de-duplicates the samples distributed runs pad with.
-        results = {q: (answers[a] if c is None else examples[q].multiple_choices[c], p)
-                   for q, a, c, p in rows}
+        fmt, hooks = dm.data_format("predict"), dm.hooks("predict")
         missing = examples.keys() - results.keys()
         if missing:
             raise RuntimeError(f"no prediction for {len(missing)} question(s), e.g. "
                                f"{sorted(missing)[:5]}; {self.path} not written")
         entries = []
-        for q, (answer, answerable) in sorted(results.items()):
-            entries.append(fmt.result(examples[q], answer))
-            if answerable is not None:
-                entries[-1]["answerable"] = answerable
+        for q, row in sorted(results.items()):
+            entries.append(fmt.result(examples[q], answers[row["answer"]]))
+            for hook in hooks:
+                hook.result(entries[-1], examples[q], row, fmt)
         write_json(self.path, entries)
         print(f"wrote {len(results)} answers to {self.path}")

@@ -36,6 +36,7 @@ from vqa.data.answers import (
 )
 from vqa.data.example import HUMAN_ANSWERS, Example
 from vqa.data.format import DataFormat, first, require_text
+from vqa.data.hooks import Answerability
 from vqa.data.scoring import Targets
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -143,4 +144,4 @@ def _scorer(version: str = "current") -> VizWizScore:  # one release
 
 FORMAT = DataFormat("vizwiz", read, _scorer, _detect, id_field="image",
                     result_id=lambda ex: ex.image_file, image_ids="name",
-                    unanswerable="unanswerable")
+                    hooks=(Answerability("unanswerable"),))

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from vqa.data.pipeline import merge_into_words
-from vqa.models import LEVELS
 
 
 def merge_words(attention: torch.Tensor, referred: torch.Tensor, words: torch.Tensor
@@ -38,11 +37,15 @@ def region_cover(box_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 class GroundingScores(Metric):
-    """Pointing accuracy, attention mass in boxes and word hit rate per level, in percent."""
+    """Pointing accuracy, attention mass in boxes and word hit rate per level, in percent.
+
+    Args:
+        levels: the names of the attention levels (the rows of the model's attention maps).
+    """
 
     full_state_update = False
 
-    def __init__(self, levels: tuple[str, ...] = LEVELS, **kwargs) -> None:
+    def __init__(self, levels: tuple[str, ...], **kwargs) -> None:
         super().__init__(**kwargs)
         self.levels = levels
         for name in ("pointing", "mass", "word_hit"):

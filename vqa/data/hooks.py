@@ -1,0 +1,210 @@
+"""Dataset hooks: what a benchmark asks of a model beyond the open-ended answer.
+
+A ``DataFormat`` lists its hooks; each split keeps those that apply to it (``Hook.applies``).
+A hook adds its inputs to every batch (``item`` -> ``Batch.extra``), may restrict the answer
+(``answer_logits``), brings its own metric (``metric``, ``update``, ``compute``: logged under the
+stage, ``val/...``), adds per-question predictions (``predict``) and fields of the results file
+(``result``). The training module calls them without knowing which dataset it trains on.
+
+* ``MultipleChoice`` (VQA v1 Multiple-Choice): the answer is the best of the question's candidates.
+* ``Answerability`` (VizWiz): the average precision of "unanswerable", and ``answerable`` in the
+  results.
+* ``Grounding`` (the shapes dataset): whether attention lands on the objects the question names.
+
+torch is imported where it is used: a dataset module that lists hooks still imports without it
+(``vqa evaluate`` starts fast).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from torchmetrics import Metric
+
+    from vqa.data.batch import Batch
+    from vqa.data.dataset import VQADataset
+    from vqa.data.example import Example
+    from vqa.data.format import DataFormat
+    from vqa.data.pipeline import InputPipeline
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What hooks know of the model: its input pipeline (answers, region grid), the names of its
+    attention levels, and the probability of each answer as its loss models it."""
+
+    pipeline: InputPipeline
+    levels: tuple[str, ...]
+
+
+class Hook:
+    """The interface; every method has a default that does nothing."""
+
+    name: ClassVar[str] = ""
+
+    def applies(self, dataset: VQADataset) -> bool:
+        return True
+
+    def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
+        """Inputs of question ``i``, stacked into ``Batch.extra``."""
+        return {}
+
+    def answer_logits(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The logits (B, A) the answer is picked from."""
+        return logits
+
+    def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
+        return None
+
+    def update(self, metric: Metric, batch: Batch, out: dict[str, torch.Tensor],
+               probabilities: torch.Tensor, context: HookContext) -> None:
+        """``out``: the model's outputs; ``probabilities`` (B, A) as the loss models them."""
+
+    def compute(self, metric: Metric) -> dict[str, torch.Tensor]:
+        """Logged values, by key under the stage."""
+        return metric.compute()
+
+    def predict(self, batch: Batch, answer: torch.Tensor, probabilities: torch.Tensor,
+                context: HookContext) -> dict[str, torch.Tensor]:
+        """Per-question predictions (B, ...) beside the answer index ``answer`` (B,)."""
+        return {}
+
+    def result(self, entry: dict[str, Any], example: Example, row: dict[str, Any],
+               fmt: DataFormat) -> None:
+        """Complete one results-file entry from this question's predictions ``row``."""
+
+
+class MultipleChoice(Hook):
+    """VQA v1 Multiple-Choice: logits outside a question's candidates are ``-inf``, and the results
+    file names the chosen candidate exactly as the questions file spells it (the official
+    evaluation checks membership). Applies to splits whose questions carry ``multiple_choices``."""
+
+    name = "choices"
+
+    def applies(self, dataset: VQADataset) -> bool:
+        return dataset.data.choices is not None
+
+    def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
+        return {"choices": dataset.data.choices[i]}  # (K,) vocabulary indices, -1 outside it
+
+    def answer_logits(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        choices = batch.extra["choices"]  # (B, K)
+        allowed = logits.new_zeros(logits.shape, dtype=bool)  # (B, A)
+        allowed.scatter_(1, choices.clamp(min=0), choices >= 0)
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def predict(self, batch: Batch, answer: torch.Tensor, probabilities: torch.Tensor,
+                context: HookContext) -> dict[str, torch.Tensor]:
+        import torch
+
+        hit = batch.extra["choices"] == answer[:, None]  # (B, K)
+        return {"choice": torch.where(hit.any(1), hit.int().argmax(1), 0)}  # none known: first
+
+    def result(self, entry: dict[str, Any], example: Example, row: dict[str, Any],
+               fmt: DataFormat) -> None:
+        entry[fmt.answer_field] = example.multiple_choices[row["choice"]]
+
+
+@dataclass(frozen=True)
+class Answerability(Hook):
+    """VizWiz answerability: the probability of ``answer`` (as the loss models it) says how likely
+    the question is unanswerable. Logs ``unanswerable_ap``, the average precision of that
+    probability against the labels (VizWiz's ``evaluate_unanswerability``), where the split is
+    labelled; results carry ``answerable`` = 1 - that probability.
+
+    Args:
+        answer: the vocabulary answer that means "cannot be answered".
+    """
+
+    answer: str = "unanswerable"
+    name: ClassVar[str] = "answerable"
+
+    def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
+        import torch
+
+        labels = dataset.data.answerable
+        return {"answerable": labels[i] if labels is not None else torch.tensor(-1.0)}
+
+    def _index(self, context: HookContext) -> int | None:
+        return context.pipeline.answers.index.get(self.answer)
+
+    def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
+        if self._index(context) is None or dataset.data.answerable is None:
+            return None
+        from torchmetrics.classification import BinaryAveragePrecision
+
+        return BinaryAveragePrecision()
+
+    def update(self, metric: Metric, batch: Batch, out: dict[str, torch.Tensor],
+               probabilities: torch.Tensor, context: HookContext) -> None:
+        labels = batch.extra["answerable"]  # (B,) 1, 0, or -1 unknown
+        labelled = labels >= 0
+        if batch.scored is not None:
+            labelled &= batch.scored
+        unanswerable = probabilities[:, self._index(context)]  # (B,)
+        metric.update(unanswerable[labelled], (labels[labelled] == 0).long())
+
+    def compute(self, metric: Metric) -> dict[str, torch.Tensor]:
+        return {"unanswerable_ap": 100 * metric.compute()}  # 0 (and a warning) without positives
+
+    def predict(self, batch: Batch, answer: torch.Tensor, probabilities: torch.Tensor,
+                context: HookContext) -> dict[str, torch.Tensor]:
+        i = self._index(context)
+        return {} if i is None else {"answerable": 1 - probabilities[:, i]}
+
+    def result(self, entry: dict[str, Any], example: Example, row: dict[str, Any],
+               fmt: DataFormat) -> None:
+        if "answerable" in row:
+            entry["answerable"] = float(row["answerable"])
+
+
+class Grounding(Hook):
+    """The shapes dataset's ground truth (the boxes of the objects a question refers to and the
+    positions of the words naming them): per attention level, pointing accuracy, attention mass
+    in the boxes and word hit rate (``vqa.data.grounding``), logged as ``grounding/{level}/...``.
+    Applies to splits read from image files whose annotations carry ``grounding``."""
+
+    name = "grounding"
+
+    def applies(self, dataset: VQADataset) -> bool:
+        return dataset.images.key == "image" and any(
+            "grounding" in ex.extra for ex in dataset.examples)
+
+    def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
+        """``boxes`` (H, W) bool, the pixels inside the referred boxes in the resized image;
+        ``words`` (T,) bool, the referring tokens; ``token_words`` (T,) each token's word."""
+        import numpy as np
+        import torch
+
+        ex, data = dataset.examples[i], dataset.data
+        height, width = dataset.images.pipeline.image_size
+        g = ex.extra.get("grounding", {})
+        boxes = torch.zeros(height, width, dtype=torch.bool)
+        if g.get("boxes"):
+            w, h = dataset.images.original_size(ex.image_id)
+            for x0, y0, x1, y1 in g["boxes"]:  # pixels the box touches after resizing
+                boxes[math.floor(y0 * height / h):math.ceil(y1 * height / h),
+                      math.floor(x0 * width / w):math.ceil(x1 * width / w)] = True
+        referred = list(g.get("word_positions", []))
+        words = torch.from_numpy(np.isin(data.words[i], referred) & (data.words[i] >= 0))
+        return {"boxes": boxes, "words": words,
+                "token_words": torch.from_numpy(data.words[i].astype(np.int64))}
+
+    def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
+        from vqa.data.grounding import GroundingScores
+
+        return GroundingScores(context.levels)
+
+    def update(self, metric: Metric, batch: Batch, out: dict[str, torch.Tensor],
+               probabilities: torch.Tensor, context: HookContext) -> None:
+        grid = context.pipeline.region_grid(out["image_attention"].shape[-1])
+        e = batch.extra
+        metric.update(out["image_attention"], out["question_attention"], e["boxes"], e["words"],
+                      grid, e["token_words"])
+
+    def compute(self, metric: Metric) -> dict[str, torch.Tensor]:
+        return {f"grounding/{k}": v for k, v in metric.compute().items()}
