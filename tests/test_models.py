@@ -131,3 +131,25 @@ def test_small_cnn_gated_coordinates() -> None:
     torch.testing.assert_close(opened[0, 8 * 2 + 5, :2], torch.stack([xs[5], xs[2]]))  # row 2, col 5
     torch.testing.assert_close(opened[1, :, 4:], opened[1, :, :2])  # every gate, same coordinates
     assert shut.abs().max() < 1e-9
+
+
+def test_paper_model_is_the_default_with_the_reference_answer_head() -> None:
+    """The reference code builds the answer MLP as recursive_atten(512, 512, 1024, 1000): h^w and
+    h^p are d = 512 wide, h^s 1024. Its parameter count, worked out from those definitions (each
+    nn.Linear(i, o) holds i * o weights and o biases), is what HieCoAtt with no options has."""
+
+    def linear(i: int, o: int) -> int:
+        return i * o + o
+
+    d, (h_w, h_p, h_s), answers = 512, (512, 512, 1024), 1000
+    reference = linear(d, h_w) + linear(d + h_w, h_p) + linear(d + h_p, h_s) + linear(h_s, answers)
+    assert reference == 2_862_056
+    model = HieCoAtt(vocab_size=50, num_answers=1000, image_dim=2048)
+    assert sum(p.numel() for p in model.head.parameters()) == reference
+    assert isinstance(model.coattention[0], AlternatingCoAttention)  # the reference's default
+    assert model.question_encoder.lstm.num_layers == 2 and model.drop.p == 0.5
+    # COCO-QA (its config): 512 throughout. One width for all three: older checkpoints' 1024.
+    coco = HieCoAtt(vocab_size=50, num_answers=430, image_dim=2048, answer_hidden=512)
+    assert coco.head.w_s.out_features == coco.head.w_p.out_features == 512
+    old = HieCoAtt(vocab_size=50, num_answers=1000, image_dim=2048, answer_hidden=1024)
+    assert (old.head.w_w.out_features, old.head.w_p.in_features) == (1024, 512 + 1024)

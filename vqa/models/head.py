@@ -12,19 +12,25 @@ class RecursiveAnswerHead(nn.Module):
     """``h^w = tanh(W_w(q^w + v^w))``, ``h^p = tanh(W_p[q^p + v^p, h^w])``,
     ``h^s = tanh(W_s[q^s + v^s, h^p])``, ``p = softmax(W_h h^s)`` (logits are returned).
 
+    The reference code builds it as ``recursive_atten(512, 512, 1024, 1000)``: h^w and h^p are
+    ``d`` = 512 wide and only h^s is 1024 (VQA; COCO-QA: 512 throughout), so the default widths
+    are (512, 512, 1024): 2,862,056 parameters for 1000 answers.
+
     Args:
-        dim: size of the attended vectors.
-        hidden: size of h^w, h^p and h^s.
+        dim: size of the attended vectors (d).
+        hidden: widths of (h^w, h^p, h^s); one number sets all three.
         num_answers: size of the answer vocabulary.
         dropout: before each linear layer, as in the reference code.
     """
 
-    def __init__(self, dim: int, hidden: int, num_answers: int, dropout: float = 0.5) -> None:
+    def __init__(self, dim: int = 512, hidden: int | tuple[int, int, int] = (512, 512, 1024),
+                 num_answers: int = 1000, dropout: float = 0.5) -> None:
         super().__init__()
-        self.w_w = nn.Linear(dim, hidden)
-        self.w_p = nn.Linear(dim + hidden, hidden)
-        self.w_s = nn.Linear(dim + hidden, hidden)
-        self.w_h = nn.Linear(hidden, num_answers)
+        h_w, h_p, h_s = (hidden,) * 3 if isinstance(hidden, int) else tuple(hidden)
+        self.w_w = nn.Linear(dim, h_w)
+        self.w_p = nn.Linear(dim + h_w, h_p)
+        self.w_s = nn.Linear(dim + h_p, h_s)
+        self.w_h = nn.Linear(h_s, num_answers)
         self.drop = Dropout(dropout)
 
     def forward(self, levels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from vqa.models.coattention import ParallelCoAttention
+from vqa.models.coattention import AlternatingCoAttention
 from vqa.models.dropout import Dropout
 from vqa.models.head import RecursiveAnswerHead
 from vqa.models.question import HierarchicalQuestionEncoder, TextInputs
@@ -29,7 +29,11 @@ def _compute_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
 
 
 class HieCoAtt(nn.Module):
-    """The full model; parts are swappable by config.
+    """The full model; parts are swappable by config. Built with no options it is the paper's
+    model as the reference code (HieCoAttenVQA) builds it: alternating co-attention (its default
+    ``co_atten_type``), d = k = 512, a 2-layer LSTM, the answer MLP 512 / 512 / 1024 wide, dropout
+    0.5; with ``image_dim=2048`` for ResNet-152 grids. Departures are named where they are made
+    (``vqa.models.question``, ``vqa.models.coattention``, ``regions`` below).
 
     Args:
         vocab_size: question vocabulary size (linked from the data's input pipeline).
@@ -44,7 +48,10 @@ class HieCoAtt(nn.Module):
         image_dim: region feature size C of cached features (linked from the pipeline).
         text_model: the pretrained model the pipeline's tokenizer belongs to (linked; ``None``
             for the word vocabulary).
-        dim: feature size ``d``; hidden: attention size ``k``; answer_hidden: MLP size.
+        dim: feature size ``d``; hidden: attention size ``k``.
+        answer_hidden: widths of the answer MLP's h^w, h^p, h^s (``RecursiveAnswerHead``); one
+            number sets all three (checkpoints trained before the reference widths were the
+            default hold 1024 here: they load with it).
         dropout: dropout throughout, as in the paper (0.5).
         blind: zero the image features (a question-only ablation that keeps the architecture).
     """
@@ -54,13 +61,13 @@ class HieCoAtt(nn.Module):
         vocab_size: int,
         num_answers: int,
         image_encoder: nn.Module | None = None,
-        coattention: Callable[[int, int, float], nn.Module] = ParallelCoAttention,
+        coattention: Callable[[int, int, float], nn.Module] = AlternatingCoAttention,
         question_encoder: Callable[[TextInputs, int, float], nn.Module] = HierarchicalQuestionEncoder,
         image_dim: int | None = None,
         text_model: str | None = None,
         dim: int = 512,
         hidden: int = 512,
-        answer_hidden: int = 1024,
+        answer_hidden: int | tuple[int, int, int] = (512, 512, 1024),
         dropout: float = 0.5,
         blind: bool = False,
     ) -> None:

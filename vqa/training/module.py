@@ -250,6 +250,23 @@ class VQAModule(pl.LightningModule):
             if rng["cuda"] and torch.cuda.device_count() == len(rng["cuda"]):
                 torch.cuda.set_rng_state_all(rng["cuda"])
         _drop_unused_first_step_w_g(checkpoint, {name for name, _ in self.named_buffers()})
+        _check_shapes(checkpoint.get("state_dict", {}), self.state_dict())
+
+
+def _check_shapes(saved: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
+    """A checkpoint whose weights have other shapes than this model is refused by name, never
+    reshaped. The likely cause: a checkpoint whose config did not name the answer MLP's widths,
+    trained when their default was 1024 for all three (before the reference code's 512, 512,
+    1024); ``answer_hidden: 1024`` builds that model again."""
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in saved.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k, theirs, ours = wrong[0]
+        head = " (trained with answer MLP widths other than these: give --model.model.init_args." \
+               "answer_hidden, e.g. 1024 for checkpoints of the earlier default)" \
+            if any(".head." in w[0] or w[0].startswith("head.") for w in wrong) else ""
+        raise ValueError(f"checkpoint weights do not fit this model: {k} is {theirs} in the "
+                         f"checkpoint and {ours} here ({len(wrong)} tensor(s) differ){head}")
 
 
 def _drop_unused_first_step_w_g(checkpoint: dict[str, Any], buffers: set[str]) -> None:
