@@ -132,8 +132,7 @@ def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Pat
              for name in ("train", "val")}
     override = {
         "trainer": {"max_epochs": 1, "limit_train_batches": 3, "enable_progress_bar": False,
-                    "logger": {"class_path": "pytorch_lightning.loggers.WandbLogger",
-                               "init_args": {"project": "vqa-test", "save_dir": str(tmp_path / "wb")}},
+                    "default_root_dir": str(tmp_path / "wb"),  # the run folder: W&B's too
                     "callbacks": [{"class_path": "vqa.training.AttentionTable",
                                    "init_args": {"num_examples": 4}}]},
         "data": {**split, "batch_size": 16, "tokenizer": tokenizer},

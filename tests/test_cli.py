@@ -1,6 +1,7 @@
 """The real `vqa` command: fit one epoch on a tiny shapes set, validate, predict, evaluate."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -9,13 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vqa.cli import main
+from vqa.cli import main, run
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
 from vqa.training import VQAModule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs/shapes/alternating.yaml")
 RUN = Path("runs/shapes/alternating")
+VQA = str(Path(sys.executable).parent / "vqa")
 
 
 def split(root: Path, name: str) -> dict:
@@ -75,6 +77,55 @@ def test_fit_validate_predict_evaluate(tiny_run: Path, shapes_dir: Path,
     assert "count" in written["perQuestionType"]
 
 
+@pytest.mark.slow
+def test_one_option_moves_every_output(shapes_dir: Path, tmp_path: Path) -> None:
+    """`--trainer.default_root_dir X` sends every output of a run to X: checkpoints, results,
+    CSV logs (with the saved config and pipeline) and the W&B run (offline). Nothing else is
+    written. (A fresh process: W&B keeps its mode per process.)"""
+    tiny = {"trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1},
+            "data": {"train": split(shapes_dir, "train"), "val": split(shapes_dir, "val"),
+                     "batch_size": 16, "cache_dir": None}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    args = ["-c", CONFIG, "-c", "tiny.yaml", "--trainer.default_root_dir", "elsewhere/X"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wandb-data")}
+    for command in (["fit"], ["predict", "--ckpt_path", "elsewhere/X/checkpoints/best.ckpt"]):
+        subprocess.run([VQA, command[0], *args, *command[1:]], cwd=tmp_path, env=env, check=True,
+                       capture_output=True, timeout=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "tiny.yaml", "wandb-data"]
+    run = tmp_path / "elsewhere/X"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(json.loads((run / "results_val.json").read_text())) == 100
+    logs = run / "logs/version_0"
+    assert {"metrics.csv", "config.yaml", "pipeline.json"} <= {p.name for p in logs.iterdir()}
+    assert yaml.safe_load((logs / "config.yaml").read_text())["trainer"]["default_root_dir"] == \
+        "elsewhere/X"
+    assert len(list((run / "wandb").glob("offline-run-*/run-*.wandb"))) == 2  # fit, predict
+
+
+def test_an_attention_mechanism_is_one_module_and_one_config(
+        shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module and config of docs/attention.md ("Adding an attention mechanism"), kept outside
+    the package, train through `vqa fit`; its maps are scored like the paper's."""
+    doc = (ROOT / "docs/attention.md").read_text()
+    module, config = (re.search(rf"```{lang}\n(# {name}.*?)```", doc, re.DOTALL).group(1)
+                      for lang, name in (("python", "mylab/attention.py"),
+                                         ("yaml", "configs/mylab/guided.yaml")))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab/__init__.py").write_text("")
+    (tmp_path / "mylab/attention.py").write_text(module)
+    (tmp_path / "guided.yaml").write_text(config)
+    tiny = {"trainer": {"max_epochs": 1, "limit_train_batches": 3, "enable_progress_bar": False},
+            "data": {"train": split(shapes_dir, "train"), "val": split(shapes_dir, "val"),
+                     "batch_size": 16}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    cli = run(["fit", "-c", CONFIG, "-c", "guided.yaml", "-c", "tiny.yaml"])
+    assert type(cli.model.model.coattention[0]).__name__ == "GuidedImageAttention"
+    assert 0 <= float(cli.trainer.callback_metrics["val/grounding/question/pointing"]) <= 100
+    assert Path("runs/shapes/guided/checkpoints/best.ckpt").is_file()
+
+
 def test_make_shapes_command(tmp_path: Path) -> None:
     main(["make-shapes", "--out", str(tmp_path / "s"), "--train", "20", "--val", "10",
           "--seed", "1"])
@@ -90,25 +141,37 @@ def test_evaluate_reports_bad_input(tmp_path: Path, shapes_dir: Path) -> None:
               "--results", str(tmp_path / "r.json")])
 
 
-CONFIGS = [["configs/vqa1/alternating_resnet152.yaml"],
+CONFIGS = [*([f"configs/{d}/alternating_resnet152.yaml"] for d in
+             ("vqa1", "vqa2", "cocoqa", "vqacp2", "vizwiz", "gqa", "clevr", "okvqa")),
            ["configs/vqa1/alternating_resnet152.yaml", "configs/vqa1/trainval_testdev.yaml"],
            ["configs/vqa1/alternating_resnet152.yaml", "configs/vqa1/multiple_choice.yaml"],
            ["configs/vqa2/alternating_resnet152.yaml", "configs/vqa2/trainval_testdev.yaml"],
-           ["configs/vqa2/parallel_resnet152.yaml", "configs/paper/raw_images.yaml"],
-           ["configs/cocoqa/alternating_resnet152.yaml"]]
+           ["configs/vqa2/alternating_resnet152.yaml", "configs/vqa2/parallel.yaml",
+            "configs/paper/raw_images.yaml"]]
 
 
-@pytest.mark.parametrize("configs", CONFIGS, ids=lambda c: "+".join(Path(p).stem for p in c))
+@pytest.mark.parametrize("configs", CONFIGS, ids=lambda c: "+".join(Path(p).parts[-2] + "/" +
+                                                                   Path(p).stem for p in c))
 def test_paper_configs_parse(configs: list[str], capsys: pytest.CaptureFixture) -> None:
+    """Every real-data config composes into the paper's setting, its outputs in one run folder."""
     args = [a for c in configs for a in ("-c", str(ROOT / c))]
     with pytest.raises(SystemExit) as exit_:
         main(["fit", *args, "--print_config"])
     assert exit_.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["optimizer"]["class_path"] == "torch.optim.RMSprop"
-    assert printed["data"]["batch_size"] == 300 and printed["data"]["max_question_length"] == 26
+    model = printed["model"]["model"]["init_args"]
+    assert printed["model"]["optimizer"] == "vqa.training.module.rmsprop"  # the paper's
+    assert printed["model"]["loss"] == "softmax" and model["dropout"] == 0.5
+    assert model["answer_hidden"] == (512 if "cocoqa" in configs[0] else [512, 512, 1024])
+    parallel = any("parallel" in c for c in configs)
+    assert model["coattention"]["class_path"].endswith(
+        "ParallelCoAttention" if parallel else "AlternatingCoAttention")
+    assert printed["data"]["batch_size"] == 300 and printed["data"]["group_by_image"] is True
     assert printed["trainer"]["precision"] == "bf16-mixed" and printed["model"]["compile"] is False
-    assert printed["data"]["group_by_image"] is True
+    run = printed["trainer"]["default_root_dir"]
+    assert run.startswith("runs/") and printed["checkpoint"]["dirpath"] == f"{run}/checkpoints"
+    assert [lg["init_args"]["save_dir"] for lg in printed["trainer"]["logger"]] == [run, run]
+    assert printed["checkpoint"]["filename"] == ("trainval" if "trainval" in run else "best")
 
 
 def test_train_plus_val_then_test_dev_submission(shapes_dir: Path, tmp_path: Path,
@@ -127,11 +190,12 @@ def test_train_plus_val_then_test_dev_submission(shapes_dir: Path, tmp_path: Pat
     ckpt = Path("runs/vqa2/trainval/checkpoints/trainval.ckpt")
     assert ckpt.is_file()
     main(["predict", "-c", CONFIG, "-c", "trainval.yaml", "--ckpt_path", str(ckpt)])
-    results = json.loads(Path("runs/vqa2/trainval/results_test-dev.json").read_text())
+    results = json.loads(Path("runs/vqa2/trainval/results_val.json").read_text())  # its subtype
     questions = json.loads(Path(test_dev["questions"]).read_text())["questions"]
     assert sorted(r["question_id"] for r in results) == sorted(q["question_id"] for q in questions)
 
 
+@pytest.mark.slow
 def test_help_lists_every_command_and_tools_start_without_torch(shapes_dir: Path,
                                                                 tmp_path: Path) -> None:
     vqa = str(Path(sys.executable).parent / "vqa")

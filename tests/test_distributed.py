@@ -20,6 +20,8 @@ from vqa.data.shapes import make_shapes
 from vqa.models import AlternatingCoAttention, HieCoAtt, SmallCNN
 from vqa.training import VQAModule
 
+pytestmark = pytest.mark.slow  # subprocesses, DDP, resuming
+
 
 class RecordBatches(pl.Callback):
     def __init__(self) -> None:
@@ -98,7 +100,7 @@ def ddp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def overlay(root: Path, variant: str, source: str) -> str:
-    """A config overlay on `configs/shapes/<variant>.yaml`: one short epoch on the tiny set."""
+    """A config overlay on the shapes configs: one short epoch on the tiny set."""
     data = {}
     for split in ("train", "val"):
         data[split] = {**split_config(root / "shapes", split),
@@ -131,8 +133,9 @@ def last_metrics(run: Path) -> dict[str, float]:
 @pytest.mark.parametrize("variant", ["alternating", "parallel"])
 def test_ddp_fit_two_cpu_processes(ddp_data: Path, tmp_path: Path, variant: str,
                                    source: str) -> None:
-    config = str(ROOT / f"configs/shapes/{variant}.yaml")
-    run_vqa(["fit", "-c", config, "-c", overlay(ddp_data, variant, source), *DDP], tmp_path)
+    configs = [ROOT / f"configs/shapes/{v}.yaml" for v in dict.fromkeys(["alternating", variant])]
+    run_vqa(["fit", *(a for c in configs for a in ("-c", str(c))),
+             "-c", overlay(ddp_data, variant, source), *DDP], tmp_path)
     run = tmp_path / "runs/shapes" / variant
     assert (run / "checkpoints/best.ckpt").is_file()
     metrics = last_metrics(run)

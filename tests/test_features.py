@@ -54,6 +54,7 @@ def extract_args(images: Path, out: Path, weights: str, size: int, batch: int) -
             "--num_workers", "0"]
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_verifies_and_trains(
         jpegs: Path, weights: str, shapes_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

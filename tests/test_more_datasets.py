@@ -192,12 +192,15 @@ def test_check_data_finds_images_by_the_datasets_naming(tmp_path: Path,
     """`vqa check-data` on GQA (images named by imageId): a missing `n...` image is named."""
     data = MAKERS["gqa"](tmp_path)
     config = tmp_path / "gqa.yaml"
-    config.write_text(yaml.safe_dump({"data": {"train": data["train"], "val": data["val"]}}))
-    main(["check-data", "-c", str(config)])
+    config.write_text(yaml.safe_dump({"data": {
+        "train": {**data["train"], "features": None}, "val": {**data["val"], "features": None},
+        "test": None}}))  # over configs/gqa's: the images, not its feature caches
+    config = [str(ROOT / CONFIGS["gqa"]), "-c", str(config)]
+    main(["check-data", "-c", *config])
     assert "ok: the data can be used as configured" in capsys.readouterr().out
     (tmp_path / "images" / "n1001.jpg").unlink()
     with pytest.raises(SystemExit, match="1 problem"):
-        main(["check-data", "-c", str(config)])
+        main(["check-data", "-c", *config])
     assert f"val: {tmp_path / 'images' / 'n1001.jpg'}: image not found" in capsys.readouterr().out
 
 
@@ -423,30 +426,26 @@ def _features(data: dict[str, Any], out: Path) -> dict[str, list[str]]:
 
 def _fit_one_epoch(name: str, tmp_path: Path) -> tuple[dict[str, Any], list[str], str]:
     """In ``tmp_path`` (the working directory): the dataset, its feature caches, an overlay on its
-    config (one epoch, CPU, fp32, CSV log in run/, checkpoint ckpt/best.ckpt, results.json), and
+    config (one epoch, CPU, fp32, run folder run/, results.json), and
     one epoch of `vqa fit`. Returns the data, the config arguments and the metric's name."""
     data = MAKERS[name](tmp_path / "data")
     caches = _features(data, tmp_path / "features")
     metric = get_format(data["train"]["format"]).scorer("current").metric
     overlay = {
-        "trainer": {"max_epochs": 1, **TRAINER, "enable_progress_bar": False, "logger": {
-                        "class_path": "pytorch_lightning.loggers.CSVLogger",
-                        "init_args": {"save_dir": "run", "name": "logs"}}, "callbacks": [
-                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {
-                            "dirpath": "ckpt", "filename": "best", "monitor": f"val/{metric}",
-                            "mode": "max", "enable_version_counter": False}},
-                        {"class_path": "vqa.training.ResultsWriter",
-                         "init_args": {"path": "results.json"}}]},
+        "trainer": {"max_epochs": 1, **TRAINER, "enable_progress_bar": False,
+                    "default_root_dir": "run"},
+        "results": {"path": "results.json"},
         "data": {"train": {**data["train"], "features": caches["train"]},
                  "val": {**data["val"], "features": caches["val"]}, "test": None,
                  "batch_size": 8, "num_workers": 0, "cache_dir": "cache"}}
     Path("overlay.yaml").write_text(yaml.safe_dump(overlay))
     args = ["-c", str(ROOT / CONFIGS[name]), "-c", "overlay.yaml"]
     main(["fit", *args])
-    assert Path("ckpt/best.ckpt").is_file()
+    assert Path("run/checkpoints/best.ckpt").is_file()
     return {**data, "caches": caches}, args, metric
 
 
+@pytest.mark.slow  # five trainings through the CLI
 @pytest.mark.parametrize("name", NAMES)
 def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -456,10 +455,10 @@ def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     data, args, metric = _fit_one_epoch(name, tmp_path)
     caches = data["caches"]
-    cli = run(["validate", *args, "--ckpt_path", "ckpt/best.ckpt"])
+    cli = run(["validate", *args, "--ckpt_path", "run/checkpoints/best.ckpt"])
     logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     assert f"val/{metric}" in logged and 0 <= logged[f"val/{metric}"] <= 100
-    main(["predict", *args, "--ckpt_path", "ckpt/best.ckpt"])
+    main(["predict", *args, "--ckpt_path", "run/checkpoints/best.ckpt"])
     val = data["val"]
     m = evaluate_files(val["questions"], val.get("annotations"), "results.json")
     assert m["dataset"] == name
@@ -475,6 +474,7 @@ def test_fit_one_epoch_then_validate_predict_evaluate(name: str, tmp_path: Path,
     assert problems is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vizwiz", "gqa"])
 def test_ddp_validation_equals_single_process(name: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -484,7 +484,7 @@ def test_ddp_validation_equals_single_process(name: str, tmp_path: Path,
 
     monkeypatch.chdir(tmp_path)
     _, args, _ = _fit_one_epoch(name, tmp_path)
-    ckpt = ["--ckpt_path", "ckpt/best.ckpt"]
+    ckpt = ["--ckpt_path", "run/checkpoints/best.ckpt"]
     main(["validate", *args, *ckpt])
     single = last_metrics(tmp_path / "run")
     run_vqa(["validate", *args, *ckpt, *DDP], tmp_path)
@@ -534,9 +534,8 @@ def test_a_dataset_is_one_module_and_one_config(tmp_path: Path, monkeypatch: pyt
             rows.append(f"{split}{k},what color is it,{colour},{'warm' if k % 3 == 0 else 'cold'}")
         Path(f"{split}.csv").write_text("\n".join(rows))
     config = {
-        "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False, "callbacks": [
-            {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {
-                "dirpath": "ckpt", "filename": "best", "monitor": "val/acc", "mode": "max"}}]},
+        "trainer": {"max_epochs": 1, "logger": False, "enable_progress_bar": False,
+                    "default_root_dir": "toy"},
         "data": {split: {"format": "toy_format", "questions": f"{split}.csv", "images": "img",
                          "annotations": None} for split in ("train", "val")}
         | {"image_size": 32, "cache_dir": None}}
@@ -545,5 +544,5 @@ def test_a_dataset_is_one_module_and_one_config(tmp_path: Path, monkeypatch: pyt
     cli = run(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", "toy.yaml"])
     logged = cli.trainer.callback_metrics
     assert {"val/acc", "val/acc/warm", "val/acc/cold"} <= logged.keys()
-    assert Path("ckpt/best.ckpt").is_file()
+    assert Path("toy/checkpoints/best.ckpt").is_file()
     assert "val/acc reproduces toy exact match" in caplog.text

@@ -27,13 +27,12 @@ def checkpoints(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> l
                  for name in ("train", "val")}
         override = {"trainer": {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 1,
                                 "enable_progress_bar": False, "default_root_dir": str(run),
-                                "logger": False,
-                                "callbacks": [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-                                               "init_args": {"dirpath": str(run), "filename": "best"}}]},
+                                "logger": False},
                     "data": {**split, "batch_size": 16}}
         (run / "tiny.yaml").write_text(yaml.safe_dump(override))
-        main(["fit", "-c", str(ROOT / f"configs/shapes/{variant}.yaml"), "-c", str(run / "tiny.yaml")])
-        out.append(run / "best.ckpt")
+        variants = [ROOT / "configs/shapes" / f"{v}.yaml" for v in dict.fromkeys(["alternating", variant])]
+        main(["fit", *(a for v in variants for a in ("-c", str(v))), "-c", str(run / "tiny.yaml")])
+        out.append(run / "checkpoints/best.ckpt")
     return out
 
 
@@ -43,6 +42,7 @@ def test_notebook_is_stored_without_outputs() -> None:
     assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
 
 
+@pytest.mark.slow
 def test_notebook_runs_clean(checkpoints: list[Path], shapes_dir: Path) -> None:
     env = {**os.environ, "VQA_CHECKPOINTS": ",".join(map(str, checkpoints)),
            "VQA_SHAPES": str(shapes_dir), "MPLBACKEND": "Agg"}
@@ -53,6 +53,7 @@ def test_notebook_runs_clean(checkpoints: list[Path], shapes_dir: Path) -> None:
     assert "1 passed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_attend_command(checkpoints: list[Path], shapes_dir: Path, tmp_path: Path,
                         capsys: pytest.CaptureFixture) -> None:
     image = sorted((shapes_dir / "val").glob("*.png"))[0]

@@ -33,13 +33,7 @@ def base_config(shapes_dir: Path) -> dict:
     return {
         "seed_everything": 0,
         "trainer": {"max_epochs": 1, "limit_train_batches": 6, "enable_progress_bar": False,
-                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
-                               "init_args": {"save_dir": "run", "name": "logs"}},
-                    "callbacks": [
-                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-                         "init_args": {"dirpath": "run", "filename": "best"}},
-                        {"class_path": "vqa.training.ResultsWriter",
-                         "init_args": {"path": "run/results.json"}}]},
+                    "default_root_dir": "run"},
         "model": {"model": {"class_path": "vqa.models.HieCoAtt", "init_args": {
             "image_encoder": {"class_path": "vqa.models.SmallCNN",
                               "init_args": {"channels": [8, 16, 16], "coord_gates": 2}},
@@ -70,7 +64,7 @@ def test_pipeline_is_saved_with_the_run_and_checkpoint(trained) -> None:
     assert p.tokenizer.source == INPUTS["tokenizer"]
     saved = json.loads(next((folder / "run/logs").glob("version_*/pipeline.json")).read_text())
     assert saved["grid"] == [6, 8] and saved["image_size"] == [48, 64]
-    ckpt = torch.load(folder / "run/best.ckpt", weights_only=False, map_location="cpu")
+    ckpt = torch.load(folder / "run/checkpoints/best.ckpt", weights_only=False, map_location="cpu")
     assert ckpt["vqa_pipeline"] == p.to_dict()
     # Sizes the pipeline determines were linked into the model: nothing was written twice.
     assert cli.model.model.question_encoder.embed.num_embeddings == len(p.tokenizer) == 30522
@@ -83,7 +77,7 @@ def test_validate_predict_attend_use_the_checkpoints_pipeline(trained, shapes_di
                                                               capsys: pytest.CaptureFixture) -> None:
     folder, fit = trained
     monkeypatch.chdir(folder)
-    ckpt = str(folder / "run/best.ckpt")
+    ckpt = str(folder / "run/checkpoints/best.ckpt")
     trained_acc = float(fit.trainer.callback_metrics["val/vqa_acc"])
 
     # The in-training model's predictions, on the data module it was trained with.
@@ -95,7 +89,7 @@ def test_validate_predict_attend_use_the_checkpoints_pipeline(trained, shapes_di
     assert validate.datamodule.pipeline.to_dict() == fit.model.pipeline.to_dict()
     assert float(validate.trainer.callback_metrics["val/vqa_acc"]) == pytest.approx(trained_acc, abs=1e-6)
     main(["predict", "-c", "base.yaml", "--ckpt_path", ckpt])
-    assert json.loads(Path("run/results.json").read_text()) == json.loads(
+    assert json.loads(Path("run/results_val.json").read_text()) == json.loads(
         (tmp_path / "in_training.json").read_text())
 
     # Another architecture in the config: the checkpoint's own is used, never a mix.

@@ -53,6 +53,7 @@ def test_float16_features_convert_on_the_model_side() -> None:
     torch.testing.assert_close(half["logits"], full["logits"], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", VARIANTS, ids=lambda c: c.__name__)
 def test_compiled_model_matches_eager(cls: type) -> None:
     m, x = model(cls), inputs()
@@ -76,6 +77,7 @@ class Patches(torch.nn.Module):
         return torch.nn.functional.avg_pool2d(image, 8).flatten(2).transpose(1, 2)  # (B, 64, 3)
 
 
+@pytest.mark.slow
 def test_lightning_bf16_mixed_and_compile_validate_like_fp32(shapes_dir: Path) -> None:
     """`trainer.precision: bf16-mixed` and `model.compile: true`, through Lightning, give the
     fp32 eager validation metrics within tolerance."""

@@ -4,7 +4,7 @@ For every split of the config's ``data`` (train, val, test, predict; a list is o
 the files as training would (every format rule of ``vqa.data.datasets``), decodes every image (or
 checks the feature cache: complete, finite, holding every image), and checks that answer types
 are known. It lists every problem with its file and id, prints a summary, and tells whether the
-data can be used. No torch and no Lightning: it starts at once.
+data can be used. The configs are read by ``vqa fit``'s own parser.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
 from PIL import Image
 from tqdm import tqdm
 
@@ -43,46 +41,15 @@ class Report:
                 f"{self.answers:>9} answers   {status}")
 
 
-def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``-c a.yaml -c b.yaml``: mappings merge key by key, anything else is replaced."""
-    out = dict(base)
-    for key, value in overlay.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(
-            out.get(key), dict) else value
-    return out
+def read_config(configs: Iterable[str | os.PathLike]) -> dict[str, list[Split]]:
+    """The splits of one or more config files, composed exactly as ``vqa fit`` composes them
+    (the same parser: nested files, overlays, interpolation), without building anything."""
+    from vqa.training.lightning_cli import read_config as compose
 
-
-def read_config(paths: Iterable[str | os.PathLike]) -> dict[str, Any]:
-    """The ``data`` section of one or more config files, merged in order."""
-    config: dict[str, Any] = {}
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: config not found")
-        with open(path) as f:
-            try:
-                loaded = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ValueError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        config = merge(config, loaded)
-    data = config.get("data", {})
-    if "init_args" in data:  # data: {class_path: ..., init_args: {...}}
-        data = data["init_args"]
-    return data
-
-
-def split_parts(name: str, value: Any) -> list[Split]:
-    """A config's split (a mapping or a list of them) as ``Split`` objects."""
-    known = {f.name for f in fields(Split)}
-    parts = []
-    for item in value if isinstance(value, list) else [value]:
-        unknown = set(item) - known if isinstance(item, dict) else set()
-        if not isinstance(item, dict) or unknown or "questions" not in item:
-            raise ValueError(f"data.{name}: expected a split with 'questions' (and {sorted(known)}),"
-                             f" got {item!r}")
-        parts.append(Split(**item))
-    return parts
+    data = compose([str(c) for c in configs])["data"]
+    return {name: [p if isinstance(p, Split) else Split(**vars(p)) for p in
+                   (data[name] if isinstance(data[name], list) else [data[name]])]
+            for name in SPLITS if data.get(name)}
 
 
 def check_image(path: Path) -> str | None:
@@ -146,9 +113,7 @@ def unknown_answer_types(part: Split, examples: list[Example]) -> list[str]:
 
 def check_data(configs: list[str], workers: int = 8) -> list[Report]:
     """A report for every split the configs name."""
-    data = read_config(configs)
-    reports = [check_split(name, split_parts(name, data[name]), workers)
-               for name in SPLITS if data.get(name)]
+    reports = [check_split(name, parts, workers) for name, parts in read_config(configs).items()]
     if not reports:
         raise ValueError(f"{', '.join(configs)}: no data splits (data.train, data.val, ...)")
     return reports

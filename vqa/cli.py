@@ -216,6 +216,16 @@ def wandb_offline_unless_logged_in() -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
+def quiet_start() -> None:
+    """No start-up lines a user cannot act on: Lightning's advertising tip and a deprecation
+    warning its own code triggers inside torch (the W&B ones: ``vqa.training.WandbLogger``)."""
+    import logging
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda r: not str(r.msg).startswith("💡 Tip"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``vqa`` command (``argv``: its arguments, default ``sys.argv[1:]``). Errors that name
     their cause (bad input, a refused run) print one ``error:`` line and exit 1; ``VQA_DEBUG=1``
@@ -256,11 +266,12 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
         raise ValueError(f"unknown command {argv[0]!r}; `vqa --help` lists them")
     from vqa.data.datamodule import VQADataModule
     from vqa.training.lightning_cli import VQACLI
+
+    quiet_start()
     from vqa.training.module import VQAModule
 
     return VQACLI(VQAModule, VQADataModule, args=None if from_shell else argv,
-           save_config_kwargs={"overwrite": True},
-           parser_kwargs={"description": __doc__})
+                  parser_kwargs={"description": __doc__})
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class VQADataModule(pl.LightningDataModule):
             ``max_question_length``, when given too, must agree with it.
         cache_dir: folder for preprocessed splits and vocabularies (``None``: no caching on
             disk).
-        batch_size, num_workers: for the data loaders.
+        batch_size, num_workers: for the data loaders (batch 300: the paper's).
         cache_images: decode all images once and keep them in memory (small datasets).
         group_by_image: training batches hold all questions of their images, so image-side work
             runs once per image per batch (about 5x less image-encoder work on shapes).
@@ -100,7 +100,7 @@ class VQADataModule(pl.LightningDataModule):
                  tokenizer: str | None = None, image_size: int | tuple[int, int] | None = None,
                  max_question_length: int | None = None, min_word_count: int = 1,
                  num_answers: int = 1000, eval_version: EvalVersion = "current",
-                 pipeline: str | None = None, cache_dir: str | None = None, batch_size: int = 64,
+                 pipeline: str | None = None, cache_dir: str | None = None, batch_size: int = 300,
                  num_workers: int = 0, cache_images: bool = False, group_by_image: bool = False,
                  seed: int = 0) -> None:
         super().__init__()
@@ -174,6 +174,21 @@ class VQADataModule(pl.LightningDataModule):
         """How split ``name`` is scored (``VQAModule`` builds its metrics from this)."""
         scorer, (data, _) = self.data_format(name).scorer(self.eval_version), self.preprocessed(name)
         return MetricSpec(scorer.metric, data.group_names, scorer.reproduces)
+
+    @property
+    def monitor(self) -> str | None:
+        """The validation metric the best checkpoint is chosen by (``val/vqa_acc``, ``val/acc``),
+        ``None`` without a validation split (the last epoch is kept)."""
+        if self.splits["val"] is None:
+            return None
+        return f"val/{self.data_format('val').scorer(self.eval_version).metric}"
+
+    def label(self, name: str) -> str:
+        """A short name for split ``name``'s files: its data subtype (``val2014``,
+        ``test-dev2015``) or its questions file's stem, parts joined by ``+``."""
+        _, sizes = self.preprocessed(name)
+        return "+".join(subtype or Path(part.questions).stem
+                        for part, (subtype, _) in zip(self._split(name), sizes, strict=True))
 
     def hooks(self, name: str) -> list[Hook]:
         """The dataset hooks that apply to split ``name`` (``vqa.data.hooks``)."""
@@ -354,7 +369,8 @@ class VQADataModule(pl.LightningDataModule):
         process has trained), so that training batches continue where they stopped."""
         if self._sampler is None:
             return {}
-        epoch, done = self._sampler.position()
+        trainer = self.trainer
+        epoch, done = self._sampler.position(trainer.num_training_batches if trainer else None)
         return {"epoch": epoch, "batches_done": done, "processes": self._processes()[0]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -368,8 +384,9 @@ class VQADataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split's loader; none (so no validation) without a ``val`` split."""
+        return self._loader("val") if self.splits["val"] is not None else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")

@@ -71,9 +71,10 @@ class ImageGroupedSampler(DistributedSampler):
         self.set_epoch(epoch)
         self._resume_at, self.taken = (epoch, batches_done), batches_done
 
-    def position(self) -> tuple[int, int]:
-        """(epoch, batches trained of it) to resume from; a finished epoch resumes at the next."""
-        if self.taken >= len(self):
+    def position(self, batches: int | None = None) -> tuple[int, int]:
+        """(epoch, batches trained of it) to resume from; a finished epoch (all its batches, or
+        the ``batches`` the trainer takes of it) resumes at the next."""
+        if self.taken >= min(len(self), batches if batches is not None else len(self)):
             return self.epoch + 1, 0
         return self.epoch, self.taken
 

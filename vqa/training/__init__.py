@@ -4,7 +4,9 @@ from vqa.training.attention_table import AttentionTable
 from vqa.training.human_attention import HumanAttention
 from vqa.training.metrics import VQAAccuracy
 from vqa.training.module import VQAModule
+from vqa.training.progress import EpochLog
 from vqa.training.results import ResultsWriter
+from vqa.training.wandb_logger import WandbLogger
 
-__all__ = ["AttentionTable", "HumanAttention", "ResultsWriter", "VQAAccuracy",
-           "VQAModule"]
+__all__ = ["AttentionTable", "EpochLog", "HumanAttention", "ResultsWriter", "VQAAccuracy",
+           "VQAModule", "WandbLogger"]

@@ -3,20 +3,83 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import set_parsing_settings
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
 from vqa.data.pipeline import InputPipeline, read_checkpoint
 from vqa.training.checkpoint_io import AtomicCheckpointIO
+from vqa.training.progress import EpochLog
+from vqa.training.results import ResultsWriter
+
+
+def run_folder(key: str, suffix: str = "") -> str:
+    """``${trainer.default_root_dir}`` followed by ``suffix``, as an interpolation written at the
+    config key ``key`` (``trainer.logger.0.init_args.save_dir``): under a subcommand OmegaConf
+    resolves interpolations relative to the node, so the path climbs to their common parent."""
+    here, there = key.split("."), ["trainer", "default_root_dir"]
+    common = 0
+    while common < min(len(here), len(there)) and here[common] == there[common]:
+        common += 1
+    return "${" + "." * (len(here) - common) + ".".join(there[common:]) + "}" + suffix
+
+
+# The defaults every run shares (``vqa fit --print_config`` shows them resolved). Every output
+# path is derived from the run folder, ``trainer.default_root_dir``.
+DEFAULTS: dict[str, Any] = {
+    "seed_everything": 0,
+    "trainer.default_root_dir": "runs/default",
+    "trainer.log_every_n_steps": 50,
+    "trainer.enable_progress_bar": sys.stdout.isatty(),  # a log file gets EpochLog's lines
+    "trainer.logger": [
+        {"class_path": "pytorch_lightning.loggers.CSVLogger",
+         "init_args": {"save_dir": run_folder("trainer.logger.0.init_args.save_dir"),
+                       "name": "logs"}},
+        {"class_path": "vqa.training.WandbLogger",  # offline unless `wandb login`
+         "init_args": {"save_dir": run_folder("trainer.logger.1.init_args.save_dir"),
+                       "name": run_folder("trainer.logger.1.init_args.name"), "project": "vqa"}},
+    ],
+    "trainer.callbacks": [{"class_path": "vqa.training.AttentionTable"}],
+    "checkpoint.dirpath": run_folder("checkpoint.dirpath", "/checkpoints"),
+    "checkpoint.filename": "best",
+    "checkpoint.mode": "max",
+    "checkpoint.save_last": True,  # last.ckpt after every validation
+    "checkpoint.enable_version_counter": False,
+    "last_checkpoint.dirpath": run_folder("last_checkpoint.dirpath", "/checkpoints"),
+    "last_checkpoint.save_last": True,
+    "last_checkpoint.save_top_k": 0,
+    "last_checkpoint.every_n_train_steps": 500,  # resume a killed run with --ckpt_path last
+    "last_checkpoint.enable_version_counter": False,  # one last.ckpt, the newest state
+}
 
 
 class VQACLI(LightningCLI):
-    """Links the sizes the data's input pipeline determines into the model, and evaluates a
-    checkpoint with its own pipeline."""
+    """Composes a run from config files (``-c``; a group may name a file: ``model:
+    ../model/hiecoatt_small.yaml``; ``trainer.callbacks+:`` adds to the list), with one run
+    folder, ``trainer.default_root_dir``, from which every output is derived: logs, W&B,
+    checkpoints, results. Links the sizes the data's input pipeline determines into the model
+    and the data's metric into the best-checkpoint monitor, and evaluates a checkpoint with its
+    own pipeline.
+
+    Every run has, besides ``trainer.callbacks``: ``checkpoint`` (the best checkpoint by the
+    validation metric, and ``last.ckpt`` after each validation), ``last_checkpoint``
+    (``last.ckpt`` every N training steps), ``results`` (the predict split's results file) and
+    ``epoch_log`` (a line per epoch where no progress bar is drawn).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Config files may interpolate (``${trainer.default_root_dir}``), absolute paths allowed.
+        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+        kwargs.setdefault("parser_kwargs", {}).setdefault("parser_mode", "omegaconf+")
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         for source, target in (("question_vocab_size", "vocab_size"),
@@ -24,6 +87,12 @@ class VQACLI(LightningCLI):
                                ("image_dim", "image_dim"), ("text_model", "text_model")):
             parser.link_arguments(f"data.{source}", f"model.model.init_args.{target}",
                                   apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(ResultsWriter, "results")
+        parser.add_lightning_class_args(EpochLog, "epoch_log")
+        parser.link_arguments("data.monitor", "checkpoint.monitor", apply_on="instantiate")
+        parser.set_defaults(DEFAULTS)
         parser.add_argument("--overwrite", action="store_true",
                             help="let `fit` replace the checkpoints of an earlier run in the same "
                                  "folder (without it, `fit` refuses)")
@@ -44,8 +113,8 @@ class VQACLI(LightningCLI):
                     raise ValueError(
                         f"{folder} already holds the checkpoints of an earlier run "
                         f"({', '.join(found)}); `vqa fit` would replace them. Resume it with "
-                        "--ckpt_path last, point this run elsewhere (--trainer.default_root_dir "
-                        "and the callbacks' paths), or pass --overwrite")
+                        "--ckpt_path last, point this run elsewhere (--trainer.default_root_dir), "
+                        "or pass --overwrite")
         cfg["overwrite"] = False
         self._check_data()
 
@@ -92,14 +161,38 @@ class VQACLI(LightningCLI):
 
 
 def _last_checkpoint(cfg: Any) -> Path:
-    """The newest ``last*.ckpt`` in the checkpoint folders a config's callbacks name."""
-    callbacks = cfg.get("trainer", {}).get("callbacks") or []
-    folders = [Path(c["init_args"]["dirpath"]) for c in callbacks
-               if str(c.get("class_path", "")).endswith("ModelCheckpoint")
-               and c.get("init_args", {}).get("dirpath")]
+    """The newest ``last*.ckpt`` in the run's checkpoint folders."""
+    folders = list(dict.fromkeys(Path(cfg[k]["dirpath"]) for k in ("checkpoint", "last_checkpoint")
+                                 if cfg.get(k) and cfg[k].get("dirpath")))
     found = [p for f in folders for p in f.glob("last*.ckpt")]
     if not found:
         raise FileNotFoundError(f"--ckpt_path last: no last*.ckpt in "
                                 f"{[str(f) for f in folders] or 'any configured checkpoint folder'}"
                                 "; start a new run without --ckpt_path")
     return max(found, key=lambda p: p.stat().st_mtime)
+
+
+class _ConfigReader(VQACLI):
+    """Parses and composes, instantiates nothing."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+
+def read_config(configs: list[str]) -> Any:
+    """The config ``vqa fit -c A -c B ...`` would run with (a jsonargparse ``Namespace``),
+    composed by the same parser, without building the model, data or trainer."""
+    from vqa.data.datamodule import VQADataModule
+    from vqa.training.module import VQAModule
+
+    args = [a for c in configs for a in ("-c", c)]
+    with warnings.catch_warnings():  # called from another command: its own arguments differ
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return _ConfigReader(VQAModule, VQADataModule, run=False, args=args,
+                             parser_kwargs={"prog": "vqa check-data"}).config

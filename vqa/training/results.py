@@ -4,6 +4,7 @@ str}]``; GQA: ``questionId`` / ``prediction``; VizWiz: ``image`` / ``answer`` / 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,12 +20,21 @@ class ResultsWriter(BasePredictionWriter):
     multiple-choice candidate as the questions file spells it; VizWiz's ``answerable``).
 
     Args:
-        path: where the results JSON goes.
+        path: where the results JSON goes; default ``results_{split}.json`` in the run folder
+            (``trainer.default_root_dir``), ``split`` naming the predict split's files
+            (``results_val.json``, ``results_test-dev2015.json``).
     """
 
-    def __init__(self, path: str = "results.json") -> None:
+    def __init__(self, path: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         self.path = path
+
+    def _path(self, trainer: pl.Trainer) -> Path:
+        if self.path is not None:
+            return Path(self.path)
+        dm = getattr(trainer, "datamodule", None)
+        label = dm.label("predict") if hasattr(dm, "label") else "predict"
+        return Path(trainer.default_root_dir) / f"results_{label}.json"
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            predictions: Sequence[Any], batch_indices: Sequence[Any]) -> None:
@@ -39,13 +49,14 @@ class ResultsWriter(BasePredictionWriter):
             rows = [r for part in gathered for r in part]
         if not trainer.is_global_zero:
             return
+        path = self._path(trainer)
         if pl_module.pipeline is None:
             raise RuntimeError("the model has no input pipeline: load it from a checkpoint")
         answers = pl_module.pipeline.answers.tokens
         results = {r["question_id"]: r for r in rows}  # de-duplicates what DDP pads with
         dm = getattr(trainer, "datamodule", None)
         if not hasattr(dm, "data_format"):  # plain loaders: the VQA layout, answers as indexed
-            write_json(self.path, [{"question_id": q, "answer": answers[r["answer"]]}
+            write_json(path, [{"question_id": q, "answer": answers[r["answer"]]}
                                    for q, r in sorted(results.items())])
             return
         examples = {ex.question_id: ex for ex in dm.dataset("predict").examples}
@@ -53,11 +64,11 @@ class ResultsWriter(BasePredictionWriter):
         missing = examples.keys() - results.keys()
         if missing:
             raise RuntimeError(f"no prediction for {len(missing)} question(s), e.g. "
-                               f"{sorted(missing)[:5]}; {self.path} not written")
+                               f"{sorted(missing)[:5]}; {path} not written")
         entries = []
         for q, row in sorted(results.items()):
             entries.append(fmt.result(examples[q], answers[row["answer"]]))
             for hook in hooks:
                 hook.result(entries[-1], examples[q], row, fmt)
-        write_json(self.path, entries)
-        print(f"wrote {len(results)} answers to {self.path}")
+        write_json(path, entries)
+        print(f"wrote {len(results)} answers to {path}")
