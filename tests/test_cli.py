@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vqa.cli import main, run
@@ -124,6 +125,29 @@ def test_an_attention_mechanism_is_one_module_and_one_config(
     assert type(cli.model.model.coattention[0]).__name__ == "GuidedImageAttention"
     assert 0 <= float(cli.trainer.callback_metrics["val/grounding/question/pointing"]) <= 100
     assert Path("runs/shapes/guided/checkpoints/best.ckpt").is_file()
+
+
+def test_older_answer_widths_load_as_saved_or_are_refused(shapes_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint of the one-width answer MLP (before the reference widths were the default)
+    loads with the widths its hyperparameters hold; without them, the default model does not
+    fit its weights, and loading says so by tensor instead of reshaping anything."""
+    monkeypatch.chdir(tmp_path)
+    tiny = {"trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1,
+                        "enable_progress_bar": False, "logger": False, "default_root_dir": "old"},
+            "data": {"train": split(shapes_dir, "train"), "val": split(shapes_dir, "val"),
+                     "batch_size": 16}}
+    Path("tiny.yaml").write_text(yaml.safe_dump(tiny))
+    main(["fit", "-c", CONFIG, "-c", "tiny.yaml", "--model.model.init_args.answer_hidden", "96"])
+    ckpt = Path("old/checkpoints/best.ckpt")
+    head = VQAModule.load_from_checkpoint(ckpt, weights_only=True).model.head
+    assert (head.w_w.out_features, head.w_p.out_features, head.w_s.out_features) == (96, 96, 96)
+    saved = torch.load(ckpt, weights_only=True)
+    del saved["hyper_parameters"]["model"]["init_args"]["answer_hidden"]  # as if never saved
+    torch.save(saved, "stripped.ckpt")
+    with pytest.raises(ValueError, match=r"model.head.w_w.weight is \(96, 64\) in the checkpoint "
+                                         r"and \(512, 64\) here .*answer_hidden"):
+        VQAModule.load_from_checkpoint("stripped.ckpt", weights_only=True)
 
 
 def test_make_shapes_command(tmp_path: Path) -> None:
