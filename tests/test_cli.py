@@ -196,6 +196,13 @@ def test_paper_configs_parse(configs: list[str], capsys: pytest.CaptureFixture) 
     assert run.startswith("runs/") and printed["checkpoint"]["dirpath"] == f"{run}/checkpoints"
     assert [lg["init_args"]["save_dir"] for lg in printed["trainer"]["logger"]] == [run, run]
     assert printed["checkpoint"]["filename"] == ("trainval" if "trainval" in run else "best")
+    train = printed["data"]["train"]
+    if "multiple_choice" in run:  # the overlay replaces the questions files only
+        assert train["questions"].endswith("MultipleChoice_mscoco_train2014_questions.json")
+        assert train["annotations"] and train["images"] and train["features"]
+    if any("raw_images" in c for c in configs):  # images, and no feature caches
+        assert train["features"] is None and train["questions"] and train["images"]
+        assert model["image_encoder"]["class_path"] == "vqa.models.TorchvisionEncoder"
 
 
 def test_train_plus_val_then_test_dev_submission(shapes_dir: Path, tmp_path: Path,

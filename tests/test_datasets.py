@@ -164,3 +164,19 @@ def test_preprocessing_is_cached_and_reused(shapes_dir: Path, tmp_path: Path,
     # Other settings make another entry instead of reusing a stale one.
     VQADataModule(train, image_size=32, max_question_length=8, cache_dir=str(tmp_path)).dataset("train")
     assert len(list(tmp_path.glob("*.pkl"))) == 3
+
+
+def test_multiple_choice_keeps_answer_zero_beside_unknown_candidates() -> None:
+    """Candidates outside the vocabulary (-1) never hide a real one: answer 0 (the most common,
+    "yes" on VQA) stays allowed when it is a candidate beside an unknown one."""
+    from vqa.data.batch import Batch
+    from vqa.data.hooks import MultipleChoice
+
+    logits = torch.tensor([[5.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0]])
+    choices = torch.tensor([[0, 2, -1], [-1, 1, -1]])  # (B, K); row 0 offers answers 0 and 2
+    batch = Batch(*(torch.zeros(2, 1) for _ in range(6)), extra={"choices": choices})
+    for _ in range(20):  # scatter order must not matter
+        restricted = MultipleChoice().answer_logits(logits, batch)
+        assert restricted.argmax(1).tolist() == [0, 1]
+        assert torch.isinf(restricted).tolist() == [[False, True, False, True],
+                                                    [True, False, True, True]]

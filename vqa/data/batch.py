@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-# Per-question tensors whose second axis is the question's tokens: trimmed to the batch's longest.
+# Trimmed to the batch's longest question (hooks' per-token inputs keep their full length: the
+# hooks slice them to the attention maps they score).
 TOKEN_AXIS = ("question", "question_mask")
 
 

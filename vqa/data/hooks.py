@@ -18,6 +18,7 @@ torch is imported where it is used: a dataset module that lists hooks still impo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class HookContext:
-    """What hooks know of the model: its input pipeline (answers, region grid), the names of its
-    attention levels, and the probability of each answer as its loss models it."""
+    """What hooks know of the model: its input pipeline (answers, region grid) and the names of
+    its attention levels."""
 
     pipeline: InputPipeline
     levels: tuple[str, ...]
@@ -92,9 +93,13 @@ class MultipleChoice(Hook):
         return {"choices": dataset.data.choices[i]}  # (K,) vocabulary indices, -1 outside it
 
     def answer_logits(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        import torch
+
         choices = batch.extra["choices"]  # (B, K)
-        allowed = logits.new_zeros(logits.shape, dtype=bool)  # (B, A)
-        allowed.scatter_(1, choices.clamp(min=0), choices >= 0)
+        b, a = logits.shape
+        # Candidates outside the vocabulary (-1) go to a spare column A, dropped after.
+        spare = choices.where(choices >= 0, a)  # (B, K)
+        allowed = logits.new_zeros(b, a + 1, dtype=torch.bool).scatter_(1, spare, True)[:, :a]
         return logits.masked_fill(~allowed, float("-inf"))
 
     def predict(self, batch: Batch, answer: torch.Tensor, probabilities: torch.Tensor,
@@ -133,7 +138,11 @@ class Answerability(Hook):
         return context.pipeline.answers.index.get(self.answer)
 
     def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
-        if self._index(context) is None or dataset.data.answerable is None:
+        if dataset.data.answerable is None:
+            return None
+        if self._index(context) is None:
+            warnings.warn(f"the answer vocabulary has no {self.answer!r}: answerability is not "
+                          "scored (unanswerable_ap) nor written to results", stacklevel=2)
             return None
         from torchmetrics.classification import BinaryAveragePrecision
 

@@ -13,7 +13,7 @@ input pipeline says about the tokens) and returns the three levels Lu et al. 201
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -168,6 +168,10 @@ class TransformerQuestionEncoder(QuestionEncoder):
                                    output_hidden_states=True)
         return torch.stack([out.hidden_states[i] for i in self.layers], 2)  # (B, T, 3, H)
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._memo.clear()  # features of the weights being replaced
+        super()._load_from_state_dict(*args, **kwargs)
+
     @torch.compiler.disable
     @torch.no_grad()
     def memoised(self, question: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -183,7 +187,7 @@ class TransformerQuestionEncoder(QuestionEncoder):
             t = max(max(lengths[i] for i in rows), 1)
             out = self.hidden(question[rows, :t], mask[rows, :t]).to("cpu", torch.float16)
             for j, (k, i) in enumerate(new.items()):
-                self._memo[k] = out[j, :lengths[i]]  # (T_i, 3, H)
+                self._memo[k] = out[j, :lengths[i]].clone()  # (T_i, 3, H), not a view of out
         width = next(iter(self._memo.values())).shape[1:]  # (3, H)
         features = torch.zeros(*question.shape, *width, dtype=torch.float16)  # (B, T, 3, H)
         for b, k in enumerate(keys):

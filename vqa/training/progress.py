@@ -33,7 +33,7 @@ class EpochLog(pl.Callback):
         self.metrics = metrics
         self._start: float | None = None
         self._first_epoch = 0
-        self._loss, self._batches = 0.0, 0  # this epoch's training loss: sum (a tensor), count
+        self._loss, self._batches = 0.0, 0  # this epoch: loss x questions (a tensor), questions
 
     def _active(self, trainer: pl.Trainer) -> bool:
         return trainer.progress_bar_callback is None and not trainer.sanity_checking
@@ -47,8 +47,11 @@ class EpochLog(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         if self._active(trainer) and isinstance(outputs, dict) and "loss" in outputs:
-            self._loss = self._loss + outputs["loss"].detach()  # no device sync per step
-            self._batches += 1
+            # Lightning divides the returned loss by accumulate_grad_batches; weighted by
+            # questions, and summed on the device (no synchronisation per step).
+            n = len(batch)
+            self._loss = self._loss + outputs["loss"].detach() * trainer.accumulate_grad_batches * n
+            self._batches += n
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -57,7 +60,8 @@ class EpochLog(pl.Callback):
         done = trainer.current_epoch + 1
         elapsed = time.monotonic() - self._start
         metrics = trainer.callback_metrics
-        parts = [f"epoch {done}/{trainer.max_epochs if trainer.max_epochs != -1 else '?'}",
+        total = trainer.max_epochs if trainer.max_epochs not in (None, -1) else "?"
+        parts = [f"epoch {done}/{total}",
                  f"step {trainer.global_step}"]
         if self._batches:
             parts.append(f"train/loss {float(self._loss) / self._batches:.4f}")

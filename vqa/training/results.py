@@ -21,8 +21,8 @@ class ResultsWriter(BasePredictionWriter):
 
     Args:
         path: where the results JSON goes; default ``results_{split}.json`` in the run folder
-            (``trainer.default_root_dir``), ``split`` naming the predict split's files
-            (``results_val.json``, ``results_test-dev2015.json``).
+            (``trainer.default_root_dir``), ``split`` naming the predict split's files: its data
+            subtype (``results_val2014.json``, ``results_test-dev2015.json``) or questions file.
     """
 
     def __init__(self, path: str | None = None) -> None:
@@ -53,7 +53,7 @@ class ResultsWriter(BasePredictionWriter):
         if pl_module.pipeline is None:
             raise RuntimeError("the model has no input pipeline: load it from a checkpoint")
         answers = pl_module.pipeline.answers.tokens
-        results = {r["question_id"]: r for r in rows}  # de-duplicates what DDP pads with
+        results = {r["question_id"]: r for r in rows}  # a question answered twice counts once
         dm = getattr(trainer, "datamodule", None)
         if not hasattr(dm, "data_format"):  # plain loaders: the VQA layout, answers as indexed
             write_json(path, [{"question_id": q, "answer": answers[r["answer"]]}
