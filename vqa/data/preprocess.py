@@ -26,7 +26,7 @@ from vqa.data.pipeline import InputPipeline
 from vqa.data.scoring import Scorer, VQAScore
 from vqa.data.vocab import Vocabulary
 
-CACHE_FORMAT = "vqa-preprocessed/4"
+CACHE_FORMAT = "vqa-preprocessed/5"  # 5: Example lives in vqa.data.example
 T = TypeVar("T")
 
 
