@@ -266,10 +266,9 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
         raise ValueError(f"unknown command {argv[0]!r}; `vqa --help` lists them")
     from vqa.data.datamodule import VQADataModule
     from vqa.training.lightning_cli import VQACLI
-
-    quiet_start()
     from vqa.training.module import VQAModule
 
+    quiet_start()
     return VQACLI(VQAModule, VQADataModule, args=None if from_shell else argv,
                   parser_kwargs={"description": __doc__})
 

@@ -175,13 +175,7 @@ def _last_checkpoint(cfg: Any) -> Path:
 class _ConfigReader(VQACLI):
     """Parses and composes, instantiates nothing."""
 
-    def before_instantiate_classes(self) -> None:
-        pass
-
     def instantiate_classes(self) -> None:
-        pass
-
-    def after_instantiate_classes(self) -> None:
         pass
 
 

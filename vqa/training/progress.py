@@ -33,7 +33,7 @@ class EpochLog(pl.Callback):
         self.metrics = metrics
         self._start: float | None = None
         self._first_epoch = 0
-        self._loss, self._batches = 0.0, 0  # this epoch: loss x questions (a tensor), questions
+        self._loss, self._questions = 0.0, 0  # this epoch: loss x questions (a tensor), questions
 
     def _active(self, trainer: pl.Trainer) -> bool:
         return trainer.progress_bar_callback is None and not trainer.sanity_checking
@@ -42,7 +42,7 @@ class EpochLog(pl.Callback):
         self._start, self._first_epoch = time.monotonic(), trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._loss, self._batches = 0.0, 0
+        self._loss, self._questions = 0.0, 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -51,7 +51,7 @@ class EpochLog(pl.Callback):
             # questions, and summed on the device (no synchronisation per step).
             n = len(batch)
             self._loss = self._loss + outputs["loss"].detach() * trainer.accumulate_grad_batches * n
-            self._batches += n
+            self._questions += n
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -63,8 +63,8 @@ class EpochLog(pl.Callback):
         total = trainer.max_epochs if trainer.max_epochs not in (None, -1) else "?"
         parts = [f"epoch {done}/{total}",
                  f"step {trainer.global_step}"]
-        if self._batches:
-            parts.append(f"train/loss {float(self._loss) / self._batches:.4f}")
+        if self._questions:
+            parts.append(f"train/loss {float(self._loss) / self._questions:.4f}")
         val = sorted((k for k in metrics if k.startswith("val/")),
                      key=lambda k: (k.count("/"), k.endswith("loss"), k))  # headline first
         parts += [f"{k} {float(metrics[k]):.2f}" for k in val[: self.metrics]]
