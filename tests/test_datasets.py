@@ -148,7 +148,7 @@ def test_preprocessing_is_cached_and_reused(shapes_dir: Path, tmp_path: Path,
     train = shapes_split(shapes_dir, "train")
     first = VQADataModule(train, image_size=32, cache_dir=str(tmp_path))
     built = first.dataset("train")
-    files = sorted(p.name for p in tmp_path.glob("*.pkl"))
+    files = sorted(p.name for p in tmp_path.glob("*.npz"))
     assert len(files) == 2 and files[0].startswith("train-preprocessed-")
 
     def fail(*args, **kwargs):
@@ -163,7 +163,7 @@ def test_preprocessing_is_cached_and_reused(shapes_dir: Path, tmp_path: Path,
     monkeypatch.undo()
     # Other settings make another entry instead of reusing a stale one.
     VQADataModule(train, image_size=32, max_question_length=8, cache_dir=str(tmp_path)).dataset("train")
-    assert len(list(tmp_path.glob("*.pkl"))) == 3
+    assert len(list(tmp_path.glob("*.npz"))) == 3
 
 
 def test_multiple_choice_keeps_answer_zero_beside_unknown_candidates() -> None:

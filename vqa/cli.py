@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import netrc
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from vqa._io import atomic_save
 
@@ -38,6 +40,9 @@ TOOLS = {
     "check-data": "check every split a config names: files, ids, answers, images, feature caches",
     "attend": "answer a question about an image and draw where each level attended",
 }
+# OS errors a user can act on, printed as one line naming the path.
+OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
+             errno.ENOENT, errno.EISDIR, errno.ENOTDIR}
 USAGE = "\n".join([
     "usage: vqa COMMAND [options]      (vqa COMMAND --help: the command's options)", "",
     "Training and evaluation (LightningCLI; every config key is an option):",
@@ -119,9 +124,16 @@ def extract_features(*, images: str, out: str, name: str = "resnet152", weights:
 
 
 def extract_features_main(argv: list[str]) -> None:
-    from jsonargparse import CLI
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
-    CLI(extract_features, args=argv, prog="vqa extract-features")
+    p = ArgumentParser(prog="vqa extract-features",
+                       description=extract_features.__doc__.split("\n\n")[0])
+    p.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
+    p.add_function_arguments(extract_features)
+    check_config_files(argv)
+    options = p.parse_args(argv).as_dict()
+    options.pop("config", None)
+    extract_features(**options)
 
 
 def check_features_main(argv: list[str]) -> None:
@@ -156,6 +168,27 @@ def check_features_main(argv: list[str]) -> None:
     print("ok" + (f": all {len(needed)} images of the questions are cached" if needed else ""))
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Read each YAML file given with ``-c``/``--config`` in ``argv``: a syntax error names the
+    file, line and column (jsonargparse names no file, and counts lines of the merged text)."""
+    from itertools import pairwise
+
+    import yaml
+
+    given = [b for a, b in pairwise(argv) if a in ("-c", "--config")]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in (f for f in given if Path(f).is_file()):  # else: YAML text, or a missing file
+        try:
+            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: byte {e.start}: not UTF-8 text ({e.reason})") from None
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+            tab = " (YAML does not allow tabs for indentation)" if "\\t" in str(e.problem) else ""
+            raise ValueError(f"{path}:{where} {e.problem or e.context}{tab}") from None
+
+
 def check_data_main(argv: list[str]) -> None:
     from vqa.check_data import check_data
 
@@ -166,6 +199,7 @@ def check_data_main(argv: list[str]) -> None:
                    help="a config file; repeat to layer overlays, as for `vqa fit`")
     p.add_argument("--workers", type=int, default=8, help="image-decoding threads")
     a = p.parse_args(argv)
+    check_config_files(argv)
     reports = check_data(a.config, a.workers)
     for r in reports:
         for problem in r.problems:
@@ -178,7 +212,13 @@ def check_data_main(argv: list[str]) -> None:
 
 
 def attend_main(argv: list[str]) -> None:
-    from vqa.inspector import Inspector, UnknownWordsWarning, unknown_words_message
+    from vqa.inspector import (
+        CutQuestionWarning,
+        Inspector,
+        UnknownWordsWarning,
+        cut_question_message,
+        unknown_words_message,
+    )
 
     p = argparse.ArgumentParser(prog="vqa attend", description="Answer a question about an image "
                                 "and draw where each co-attention level looked.")
@@ -191,10 +231,13 @@ def attend_main(argv: list[str]) -> None:
     if not Path(a.image).is_file():
         raise FileNotFoundError(f"{a.image}: image not found")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once, below
+        for said_below in (UnknownWordsWarning, CutQuestionWarning):  # once, as one line
+            warnings.simplefilter("ignore", said_below)
         answer = Inspector.from_checkpoint(a.ckpt).ask(a.image, a.question, a.top)
     if not answer.known:
         print(f"warning: {unknown_words_message(a.question)}", file=sys.stderr)
+    if answer.tokens > answer.read:
+        print(f"warning: {cut_question_message(answer.tokens, answer.read)}", file=sys.stderr)
     print(f"Q: {a.question}")
     for i, (text, prob) in enumerate(answer.top, 1):
         print(f"  {i}. {text:<20} {prob:.3f}")
@@ -203,17 +246,47 @@ def attend_main(argv: list[str]) -> None:
     print(f"attention figure written to {a.out}")
 
 
-def wandb_offline_unless_logged_in() -> None:
+def wandb_offline_unless_logged_in(timeout: float = 3.0) -> None:
     """W&B runs stay offline (no account needed; `wandb sync` uploads them later) unless the user
-    has logged in (`wandb login` or WANDB_API_KEY) or chose a mode with WANDB_MODE."""
-    if "WANDB_MODE" in os.environ or os.environ.get("WANDB_API_KEY"):
+    has logged in (`wandb login` or WANDB_API_KEY) or chose a mode with WANDB_MODE. A login whose
+    server cannot be reached within ``timeout`` seconds also logs offline, said in one line
+    (W&B itself would wait 90 s, then fail the run)."""
+    if "WANDB_MODE" in os.environ:
         return
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
     try:
-        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+        logged_in = bool(os.environ.get("WANDB_API_KEY")) or \
+            netrc.netrc().authenticators(host.hostname or "api.wandb.ai") is not None
     except (FileNotFoundError, netrc.NetrcParseError):
+        logged_in = False
+    if logged_in and not reachable(host.hostname or "", host.port or
+                                   (80 if host.scheme == "http" else 443), timeout):
+        print(f"W&B: {host.geturl()} cannot be reached; logging offline (`wandb sync "
+              "RUN/wandb/offline-run-*` uploads a run later)", file=sys.stderr)
         logged_in = False
     if not logged_in:
         os.environ["WANDB_MODE"] = "offline"
+
+
+def reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup
+    included, which has no timeout of its own: it runs in a thread that is not waited for)."""
+    import socket
+    import threading
+
+    result: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
 
 
 def quiet_start() -> None:
@@ -236,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("VQA_DEBUG"):
             raise
         sys.exit(f"error: {_cause(e)}")
+    except OSError as e:  # no space left, permission denied, read-only file system...
+        if os.environ.get("VQA_DEBUG") or e.errno not in OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        sys.exit(f"error: {where}{e.strerror or e} (files written before are intact)")
 
 
 def _cause(error: Exception) -> str:
@@ -251,7 +329,6 @@ def _cause(error: Exception) -> str:
 def run(argv: list[str] | None = None) -> LightningCLI | None:
     """Run a command; the Lightning subcommands return their ``LightningCLI`` (its ``model``,
     ``datamodule`` and ``trainer``), the tools ``None``."""
-    wandb_offline_unless_logged_in()
     from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -264,11 +341,13 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
         return None
     if argv[0] not in LIGHTNING:
         raise ValueError(f"unknown command {argv[0]!r}; `vqa --help` lists them")
+    wandb_offline_unless_logged_in()
     from vqa.data.datamodule import VQADataModule
     from vqa.training.lightning_cli import VQACLI
     from vqa.training.module import VQAModule
 
     quiet_start()
+    check_config_files(argv)
     return VQACLI(VQAModule, VQADataModule, args=None if from_shell else argv,
                   parser_kwargs={"description": __doc__})
 

@@ -28,6 +28,16 @@ def unknown_words_message(question: str) -> str:
             "image alone")
 
 
+class CutQuestionWarning(UserWarning):
+    """The question has more tokens than the model reads: the rest is ignored."""
+
+
+def cut_question_message(tokens: int, read: int) -> str:
+    """The warning for a question cut at the checkpoint's maximum question length."""
+    return (f"the question has {tokens} tokens; the model read the first {read} (the "
+            "checkpoint's max_question_length)")
+
+
 @dataclass
 class Answer:
     """A model's answer with what it looked at.
@@ -35,7 +45,8 @@ class Answer:
     ``image``: (H, W, 3) uint8 as the model saw it; ``image_attention``: (L, N) over the grid
     ``grid`` (row-major); ``question_attention``: (L, W) over ``words`` (subword tokens merged);
     ``top``: the most probable answers with their probabilities; ``known``: whether any word of
-    the question is in the vocabulary.
+    the question is in the vocabulary; ``tokens``: the question's tokens, of which the model
+    read the first ``read`` (the rest cut at the checkpoint's maximum question length).
     """
 
     question: str
@@ -46,6 +57,8 @@ class Answer:
     question_attention: np.ndarray
     grid: tuple[int, int]
     known: bool = True
+    tokens: int = 0
+    read: int = 0
 
     @property
     def answer(self) -> str:
@@ -82,12 +95,16 @@ class Inspector:
     @torch.no_grad()
     def ask(self, image: str | os.PathLike | Image.Image, question: str, k: int = 5) -> Answer:
         """Answer ``question`` about ``image`` (a file or a PIL image). A question without words
-        is an error; one whose words are all unknown is answered with an ``UnknownWordsWarning``."""
+        is an error; one whose words are all unknown is answered with an ``UnknownWordsWarning``,
+        one longer than the model reads with a ``CutQuestionWarning``."""
         q = self.pipeline.question(question)
         if not q.words:
             raise ValueError(f"the question {question!r} has no words")
         if not q.known:
             warnings.warn(unknown_words_message(question), UnknownWordsWarning, stacklevel=2)
+        tokens, read = int(self.pipeline.encode([question]).full_lengths[0]), int(q.mask.sum())
+        if tokens > read:
+            warnings.warn(cut_question_message(tokens, read), CutQuestionWarning, stacklevel=2)
         raw = self.pipeline.image(image)  # (3, H, W) uint8
         out = self.module.model(question=q.ids[None], question_mask=q.mask[None],
                                 image=self.pipeline.normalize(raw)[None])
@@ -96,4 +113,5 @@ class Inspector:
         answers = self.pipeline.answers.tokens
         return Answer(question, q.words, [(answers[i], float(v)) for v, i in zip(p, idx, strict=True)],
                       raw.permute(1, 2, 0).numpy(), out["image_attention"][0].float().numpy(),
-                      q.merge(out["question_attention"][0]), tuple(self.pipeline.grid), q.known)
+                      q.merge(out["question_attention"][0]), tuple(self.pipeline.grid), q.known,
+                      tokens, read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from vqa.data.answers import EvalVersion
 from vqa.data.batch import Batch, collate
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset
 from vqa.data.example import Example, image_paths
-from vqa.data.features import FeatureCache, naming_hint
+from vqa.data.features import ORIENTATION, FeatureCache, naming_hint
 from vqa.data.format import DataFormat
 from vqa.data.hooks import Hook
 from vqa.data.pipeline import InputPipeline, Question
@@ -145,7 +146,7 @@ class VQADataModule(pl.LightningDataModule):
         key = [[p.key() for p in parts], source == "words" and self.min_word_count,
                self.num_answers]
         words, answers = cached(self.cache_dir, "vocab", key, lambda: self._vocabularies(
-            parts, source == "words"))
+            parts, source == "words"), type=tuple[Vocabulary | None, Vocabulary])
         tok = WordTokenizer(words) if source == "words" else PretrainedTokenizer(source)
         size, grid, dim = self.image_size, None, None
         cache = next((FeatureCache(f) for p in parts for f in p.feature_caches), None)
@@ -240,7 +241,8 @@ class VQADataModule(pl.LightningDataModule):
                                   _format(parts).scored), sizes
 
             hit = self._preprocessed[name] = (
-                repr(key), cached(self.cache_dir, f"{name}-preprocessed", key, build))
+                repr(key), cached(self.cache_dir, f"{name}-preprocessed", key, build,
+                                  type=tuple[Preprocessed, list[tuple[str | None, int]]]))
         return hit[1]
 
     def dataset(self, name: str) -> VQADataset:
@@ -288,11 +290,17 @@ class VQADataModule(pl.LightningDataModule):
                 self._images(self._split(name), sizes, data.examples, decode=False)
 
     def _check_cache(self, cache: FeatureCache) -> None:
-        """A feature cache must hold the grid and feature size the pipeline (the model) expects."""
+        """A feature cache must hold the grid and feature size the pipeline (the model) expects,
+        in a whole array; one extracted before images were read upright is pointed out."""
         p, own = self.pipeline, (tuple(cache.meta["grid"]), cache.shape[1])
         if (p.grid is not None and tuple(p.grid) != own[0]) or p.image_dim not in (None, own[1]):
             raise ValueError(f"feature cache {cache.folder} holds a {own[0]} grid of {own[1]}-d "
                              f"features; the input pipeline expects {p.grid} x {p.image_dim}")
+        cache.array  # noqa: B018 (opening the map finds a truncated file)
+        if cache.meta["settings"].get("orientation") != ORIENTATION:
+            rank_zero_warn(f"feature cache {cache.folder} was extracted before images were read "
+                           "upright: photos with an EXIF orientation were encoded as stored, "
+                           "turned; extract it again to fix them")
 
     def view(self, name: str, question_id: int) -> ExampleView:
         """Question ``question_id`` of split ``name`` as the model reads it, with its image as
@@ -339,7 +347,7 @@ class VQADataModule(pl.LightningDataModule):
         # Its own generator: creating a loader's iterator then draws no number from the global
         # generator, so a resumed run's dropout masks follow the checkpoint's saved state.
         common = {"num_workers": self.num_workers, "collate_fn": collate, "pin_memory": on_gpu,
-                  "persistent_workers": self.num_workers > 0,
+                  "persistent_workers": self.num_workers > 0, "worker_init_fn": _ignore_stop_signals,
                   "generator": torch.Generator().manual_seed(self.seed)}
         world, rank = self._processes()
         if shuffle:
@@ -349,6 +357,7 @@ class VQADataModule(pl.LightningDataModule):
             sampler = self._sampler = ImageGroupedSampler(keys, self.batch_size, seed=self.seed,
                                                           num_replicas=world, rank=rank)
             if self._resume is not None:
+                self._check_resume(self._resume, len(ds))
                 sampler.resume(self._resume["epoch"], self._resume["batches_done"])
                 self._resume = None
             return DataLoader(ds, sampler=sampler, batch_size=None, **common)  # yields batches
@@ -366,12 +375,35 @@ class VQADataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the training pass to resume (epoch, and batches of it this
-        process has trained), so that training batches continue where they stopped."""
+        process has trained), so that training batches continue where they stopped, and the
+        settings that define those batches."""
         if self._sampler is None:
             return {}
         trainer = self.trainer
         epoch, done = self._sampler.position(trainer.num_training_batches if trainer else None)
-        return {"epoch": epoch, "batches_done": done, "processes": self._processes()[0]}
+        return {"epoch": epoch, "batches_done": done, "processes": self._processes()[0],
+                **self._order(len(self._sampler.dataset))}
+
+    def _order(self, questions: int) -> dict[str, Any]:
+        """The settings that decide which questions an epoch's first batches hold."""
+        return {"questions": questions, "batch_size": self.batch_size, "seed": self.seed,
+                "group_by_image": self.group_by_image}
+
+    def _check_resume(self, state: dict[str, Any], questions: int) -> None:
+        """A run resumed mid-epoch must batch the epoch as it did: with other settings, the
+        batches it skips are not the ones it trained, so it is refused (an epoch's end resumes
+        with any)."""
+        if not state.get("batches_done"):
+            return
+        now = self._order(questions)
+        changed = [f"{'data.' if k != 'questions' else 'training '}{k} {state[k]!r} -> {v!r}"
+                   for k, v in now.items() if k in state and state[k] != v]
+        if changed:
+            raise ValueError(
+                f"cannot resume mid-epoch ({state['batches_done']} batches into epoch "
+                f"{state['epoch']}) with other data settings: {'; '.join(changed)}; the skipped "
+                "batches would not be the trained ones. Resume with the checkpoint's settings, "
+                "or from a checkpoint saved at an epoch's end")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict) or None
@@ -393,6 +425,13 @@ class VQADataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def _ignore_stop_signals(worker: int) -> None:
+    """Loader workers leave SIGTERM and SIGINT (sent to the whole process group by schedulers
+    and Ctrl-C) to the main process, which saves a checkpoint and then ends them."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _format(parts: list[Split]) -> DataFormat:

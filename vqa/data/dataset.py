@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -52,10 +52,12 @@ class ImageFiles:
         return self.pipeline.normalize(self.raw(image_id))
 
     def original_size(self, image_id: int | str) -> tuple[int, int]:
-        """(width, height) of the image file, before resizing (read from its header once)."""
+        """(width, height) of the upright image file, before resizing (read from its header
+        once; an EXIF orientation that turns it by 90 degrees swaps them)."""
         if image_id not in self._original:
             with Image.open(self.paths[image_id]) as img:
-                self._original[image_id] = img.size
+                turned = img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+                self._original[image_id] = img.size[::-1] if turned else img.size
         return self._original[image_id]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vqa._io import read_json, write_json
 from vqa.data.tokenizers import Encoded, Tokenizer, tokenize, tokenizer_from_dict
@@ -27,8 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_image(image: str | os.PathLike | Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """An image file (or PIL image) as RGB resized to ``size`` (height, width): (3, H, W) uint8.
-    A file that cannot be decoded (truncated, not an image) is an error naming it."""
+    """An image file (or PIL image) upright (its EXIF orientation applied, as viewers show it) as
+    RGB resized to ``size`` (height, width): (3, H, W) uint8. A file that cannot be decoded
+    (truncated, not an image) is an error naming it."""
     if isinstance(image, Image.Image):
         return _resized(image, size)
     try:
@@ -41,7 +42,7 @@ def load_image(image: str | os.PathLike | Image.Image, size: tuple[int, int]) ->
 
 
 def _resized(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    img = img.convert("RGB")
+    img = ImageOps.exif_transpose(img).convert("RGB")
     if img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)

@@ -55,11 +55,13 @@ def tokenize(question: str) -> list[str]:
 @dataclass
 class Encoded:
     """A batch of questions: ``ids`` (N, T) right-padded, ``lengths`` (N,), ``words`` (N, T) the
-    word index of each token (-1: special, punctuation or padding)."""
+    word index of each token (-1: special, punctuation or padding), ``full_lengths`` (N,) the
+    token count before questions were cut at T (``full_lengths > lengths``: cut)."""
 
     ids: np.ndarray
     lengths: np.ndarray
     words: np.ndarray
+    full_lengths: np.ndarray
 
     @property
     def mask(self) -> np.ndarray:
@@ -87,12 +89,15 @@ class WordTokenizer:
         """Questions -> ``Encoded``; unknown words become ``<unk>``."""
         ids = np.zeros((len(questions), max_length), np.int64)
         lengths = np.zeros(len(questions), np.int64)
+        full = np.zeros(len(questions), np.int64)
         for i, q in enumerate(questions):
-            row = self.vocab.encode(tokenize(q))[:max_length]
+            row = self.vocab.encode(tokenize(q))
+            full[i] = len(row)
+            row = row[:max_length]
             ids[i, :len(row)], lengths[i] = row, len(row)
         words = np.where(np.arange(max_length)[None] < lengths[:, None],
                          np.arange(max_length)[None], -1).astype(np.int16)
-        return Encoded(ids, lengths, words)
+        return Encoded(ids, lengths, words, full)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocabulary": self.vocab.tokens}
@@ -149,7 +154,19 @@ class PretrainedTokenizer:
                 w = bisect.bisect_left(starts, b) - 1
                 if b > a and w >= 0 and spans[w][2] > a:
                     words[i, t] = w
-        return Encoded(ids, lengths, words)
+        return Encoded(ids, lengths, words, self._full_lengths(questions, lengths, max_length))
+
+    def _full_lengths(self, questions: Sequence[str], lengths: np.ndarray,
+                      max_length: int) -> np.ndarray:
+        """Token counts before cutting: only questions that fill ``max_length`` can have been
+        cut, so only those are tokenized again, whole (``verbose=False``: no notice about
+        sequences longer than the model's; the cut is reported by the callers)."""
+        full = lengths.copy()
+        filled = np.flatnonzero(lengths >= max_length)
+        if len(filled):
+            enc = self.tokenizer([questions[i] for i in filled], verbose=False)
+            full[filled] = [len(row) for row in enc["input_ids"]]
+        return full
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source,

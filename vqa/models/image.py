@@ -6,9 +6,12 @@ Regions are listed row-major, so region ``n`` is grid cell ``(n // w, n % w)``. 
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlparse
+
 import torch
 from torch import nn
-from torchvision.models import get_model
+from torchvision.models import get_model, get_model_weights
 from torchvision.models.feature_extraction import create_feature_extractor
 
 
@@ -67,6 +70,20 @@ class SmallCNN(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, C', h*w) -> (B, N, C')
 
 
+def _backbone(name: str, weights: str | None) -> nn.Module:
+    """``get_model``; weights torchvision cannot download (no network) are one error naming the
+    file and where a copy of it would be read instead."""
+    try:
+        return get_model(name, weights=weights)
+    except OSError as e:  # URLError, refused or timed-out connections, while torch.hub fetches
+        url = get_model_weights(name).verify(weights).url
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+        raise ValueError(f"{name} weights {weights}: cannot download {url} "
+                         f"({getattr(e, 'reason', None) or e}); without network, put the file at "
+                         f"{cached} or give a local state dict (--weights path/to/{cached.name})"
+                         ) from e
+
+
 class TorchvisionEncoder(nn.Module):
     """Any torchvision backbone, cut at ``layer`` (the paper: ResNet-152 ``layer4``, 448 x 448 input
     -> 14 x 14 x 2048).
@@ -83,7 +100,7 @@ class TorchvisionEncoder(nn.Module):
                  frozen: bool = True) -> None:
         super().__init__()
         is_file = weights is not None and weights.endswith((".pt", ".pth", ".bin"))
-        backbone = get_model(name, weights=None if is_file else weights)
+        backbone = _backbone(name, None if is_file else weights)
         if is_file:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             backbone.load_state_dict(state)

@@ -24,4 +24,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_open(path, "wb") as f:
-            torch.save(checkpoint, f)
+            writer = _Writer(f)
+            try:
+                torch.save(checkpoint, writer)
+            except RuntimeError:  # torch's zip writer hides the OS error ("unexpected pos")
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+
+
+class _Writer:
+    """A file's ``write``, keeping the ``OSError`` (no space left...) it raised."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()

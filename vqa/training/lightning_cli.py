@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -13,11 +14,15 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vqa.data.pipeline import InputPipeline, read_checkpoint
 from vqa.training.checkpoint_io import AtomicCheckpointIO
 from vqa.training.progress import EpochLog
 from vqa.training.results import ResultsWriter
+from vqa.training.run_lock import RunLock
+from vqa.training.stop_signals import StopOnSignal, Stopped
 
 
 def run_folder(key: str, suffix: str = "") -> str:
@@ -98,9 +103,15 @@ class VQACLI(LightningCLI):
                                  "folder (without it, `fit` refuses)")
 
     def before_fit(self) -> None:
-        """A new run never replaces an earlier run's checkpoints: resume it (``--ckpt_path`` to
-        a checkpoint of its own folder), write elsewhere, or say ``--overwrite`` (which is not
-        kept in the saved config, so rerunning that config asks again)."""
+        """The data is checked, then the run folder locked (``RunLock``: a second run into it
+        refuses). A new run never replaces an earlier run's checkpoints: resume it
+        (``--ckpt_path`` to a checkpoint of its own folder), write elsewhere, or say
+        ``--overwrite`` (which is not kept in the saved config, so rerunning that config asks
+        again)."""
+        self._check_data()
+        if self.trainer.global_rank == 0:  # the process that writes the run's files
+            self._lock = RunLock(self.trainer.default_root_dir)
+            self._lock.acquire()
         cfg = self.config[self.subcommand]
         folders = [Path(c.dirpath) for c in self.trainer.checkpoint_callbacks
                    if getattr(c, "dirpath", None)]
@@ -116,7 +127,6 @@ class VQACLI(LightningCLI):
                         "--ckpt_path last, point this run elsewhere (--trainer.default_root_dir), "
                         "or pass --overwrite")
         cfg["overwrite"] = False
-        self._check_data()
 
     def _check_data(self) -> None:
         """Bad data fails here, before Lightning creates a log folder for the run."""
@@ -126,11 +136,24 @@ class VQACLI(LightningCLI):
 
     before_validate = before_test = before_predict = _check_data
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """The subcommand, and the run folder's lock released however it ends."""
+        self._lock: RunLock | None = None
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:  # Lightning's, in evaluation: exit as killed, not 0
+            raise Stopped(128 + signal.SIGTERM) from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured trainer, writing checkpoints atomically unless a plugin says otherwise."""
+        """The configured trainer, writing checkpoints atomically unless a plugin says otherwise,
+        and saving ``last.ckpt`` before it exits on SIGTERM or SIGINT (``StopOnSignal``)."""
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        trainer.callbacks.insert(0, StopOnSignal())
         return trainer
 
     def _parse_ckpt_path(self) -> None:
@@ -145,7 +168,15 @@ class VQACLI(LightningCLI):
             cfg["ckpt_path"] = ckpt = str(_last_checkpoint(cfg))
         if ckpt and ckpt not in ("best", "hpc") and not str(ckpt).startswith("registry"):
             read_checkpoint(ckpt)
+        before = _flat(cfg.get("model")) if cfg is not None else {}
         super()._parse_ckpt_path()
+        after = _flat(self.config[name].get("model")) if cfg is not None else {}
+        replaced = [f"model.{k} {before[k]!r} -> {after[k]!r}" for k in before  # None: linked
+                    if k in after and before[k] is not None and before[k] != after[k]]
+        if replaced:
+            rank_zero_warn(f"{ckpt} sets the model's hyperparameters; these settings were "
+                           f"replaced by the checkpoint's: {'; '.join(replaced)} (to change them, "
+                           "start a new run)")
 
     def before_instantiate_classes(self) -> None:
         """Evaluating or resuming a checkpoint: use its input pipeline instead of building one."""
@@ -158,6 +189,24 @@ class VQACLI(LightningCLI):
             raise ValueError(f"data.pipeline {cfg.data.pipeline} is not the input pipeline "
                              f"{ckpt} was trained with: leave it out to use the checkpoint's")
         cfg.data.pipeline = str(ckpt)
+
+
+def _flat(namespace: Any) -> dict[str, Any]:
+    """A config namespace as ``{"a.b.c": value}``."""
+    if namespace is None:
+        return {}
+    tree = namespace.as_dict() if hasattr(namespace, "as_dict") else namespace
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    walk(tree, "")
+    return out
 
 
 def _last_checkpoint(cfg: Any) -> Path:

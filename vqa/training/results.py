@@ -3,6 +3,7 @@ str}]``; GQA: ``questionId`` / ``prediction``; VizWiz: ``image`` / ``answer`` / 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class ResultsWriter(BasePredictionWriter):
                                    for q, r in sorted(results.items())])
             return
         examples = {ex.question_id: ex for ex in dm.dataset("predict").examples}
+        cut = cut_questions(dm)
+        if cut:
+            print(f"warning: {cut}", file=sys.stderr)
         fmt, hooks = dm.data_format("predict"), dm.hooks("predict")
         missing = examples.keys() - results.keys()
         if missing:
@@ -72,3 +76,22 @@ class ResultsWriter(BasePredictionWriter):
                 hook.result(entries[-1], examples[q], row, fmt)
         write_json(path, entries)
         print(f"wrote {len(results)} answers to {path}")
+
+
+def cut_questions(dm: Any) -> str | None:
+    """How many questions of the data module's predict split were cut to the pipeline's maximum
+    question length, as a notice (``None``: none was). Only questions that fill that length can
+    have been cut: only those are tokenized again, whole."""
+    pipeline, (data, _) = dm.pipeline, dm.preprocessed("predict")
+    limit = pipeline.max_question_length
+    filled = [data.examples[i] for i in (data.lengths >= limit).nonzero().flatten().tolist()]
+    if not filled:
+        return None
+    tokens = pipeline.encode([ex.question for ex in filled]).full_lengths
+    cut = [(ex, int(n)) for ex, n in zip(filled, tokens, strict=True) if n > limit]
+    if not cut:
+        return None
+    ex, n = cut[0]
+    return (f"{len(cut)} of the {len(data.examples)} questions of the predict split have more "
+            f"tokens than the pipeline's max_question_length ({limit}) and were cut to it, e.g. "
+            f"question {ex.question_id} ({n} tokens)")
