@@ -252,6 +252,32 @@ def loader_rate(split: Split, workers: int, batch: int) -> dict[str, Any]:
             "images_s": images / arrivals[-1], "batch_arrival_s": arrivals}
 
 
+def finite_check_cost(folder: Path, batch: int = 300, reps: int = 5) -> dict[str, Any]:
+    """Milliseconds per batch of ``batch`` cached images to read their rows off the memory map
+    (as ``FeatureCache`` does) with and without the finite check every read now makes
+    (``vqa.data.features.finite``); the best of ``reps`` passes over the same rows (page cache
+    warm, so the check's share is an upper bound for a cold read)."""
+    from vqa.data.features import FeatureCache, finite
+
+    cache = FeatureCache(folder)
+    rows = [cache.array[i % len(cache)] for i in range(batch)]
+
+    def best(check: bool) -> float:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            for r in rows:
+                copy = np.array(r)
+                if check:
+                    finite(copy)
+            times.append(time.perf_counter() - t)
+        return min(times) * 1000
+
+    read, checked = best(False), best(True)
+    return {"batch": batch, "shape": list(cache.shape), "read_ms": read, "read_checked_ms": checked,
+            "check_ms": checked - read}
+
+
 def markdown(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join("| " + " | ".join(map(str, r)) + " |"
                      for r in [headers, ["---"] * len(headers), *rows])
@@ -331,6 +357,7 @@ def main() -> None:
         for name, split in bench_splits(root, a.data_questions, a.data_qpi).items():
             print(f"data: {name}", file=sys.stderr, flush=True)
             report["data"].append({"source": name, **loader_rate(split, a.workers, a.data_batch)})
+        report["finite_check"] = finite_check_cost(root / "features")
 
     env = report["environment"]
     rates = ", ".join(f"{'fp32' if k == '32' else k} {v:.0f}" for k, v in report["matmul_gflops"].items())
@@ -342,6 +369,11 @@ def main() -> None:
         print(markdown(["data source", "workers", "batch", "questions/s", "images/s"],
                        [[d["source"], d["workers"], d["batch"], f"{d['samples_s']:.1f}",
                          f"{d['images_s']:.1f}"] for d in report["data"]]))
+    if "finite_check" in report:
+        f = report["finite_check"]
+        print(f"\nFinite-feature check, batch of {f['batch']} cached {f['shape'][0]} x "
+              f"{f['shape'][1]} float16 rows: read {f['read_ms']:.1f} ms, read + check "
+              f"{f['read_checked_ms']:.1f} ms (+{f['check_ms']:.1f} ms per batch)")
     out = a.out or str(Path(a.workdir) / "bench.json")
     write_json(out, report, indent=1)
     print(f"\nwritten {out}")

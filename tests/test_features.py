@@ -117,7 +117,7 @@ def test_killed_extraction_resumes_verifies_and_trains(
     metrics = (logs[-1] / "metrics.csv").read_text()
     assert "train/loss" in metrics and "val/vqa_acc" in metrics
     assert Path("runs/shapes/alternating/checkpoints/best.ckpt").is_file()
-    assert len(list(Path("cache").glob("*.pkl"))) == 3  # vocab, train and val preprocessed
+    assert len(list(Path("cache").glob("*.npz"))) == 3  # vocab, train and val preprocessed
 
 
 def test_raw_images_and_cache_give_the_same_outputs(jpegs: Path, weights: str, shapes_dir: Path,
