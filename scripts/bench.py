@@ -176,7 +176,7 @@ def environment(device: str, threads: int) -> dict[str, Any]:
         name = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")),
                     platform.processor())
     return {"device": device, "device_name": name, "cpus": os.cpu_count(), "threads": threads,
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": str(torch.__version__), "python": platform.python_version(),
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
