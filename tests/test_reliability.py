@@ -224,6 +224,23 @@ def test_sigterm_saves_last_and_resumes_exactly(shapes_dir: Path, tmp_path: Path
         assert float(resumed_metrics[key]) == pytest.approx(float(metrics[key]), rel=1e-5), key
 
 
+@pytest.mark.slow
+def test_sigint_saves_last_and_exits_130(shapes_dir: Path, tmp_path: Path) -> None:
+    config = ["-c", CONFIG, "-c", write_overlay(tmp_path, shapes_dir),
+              "--last_checkpoint.every_n_train_steps", "1000"]
+    proc = start(["fit", *config], tmp_path)
+    started = tmp_path / RUN / "logs/version_0/pipeline.json"
+    deadline = time.monotonic() + 240
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
+    saved = torch.load(tmp_path / RUN / "checkpoints/last.ckpt", weights_only=False)
+    assert f"SIGINT: stopped at epoch {saved['epoch']}, step {saved['global_step']}" in out
+
+
 # --- Resuming with other settings -------------------------------------------------------------
 
 @pytest.mark.slow

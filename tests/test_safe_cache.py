@@ -141,3 +141,38 @@ def test_unreadable_cache_is_rebuilt_with_a_warning(shapes_dir: Path, tmp_path: 
     assert len(messages) == 1 and str(split) in messages[0] and "\n" not in messages[0]
     assert_same(first, again)
     assert split.read_bytes() == data  # rewritten as built
+
+
+@pytest.mark.slow
+def test_planted_pickles_run_nothing_in_any_command(shapes_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vqa fit` fills the cache; every file in it is then replaced by a live pickle (and one is
+    planted beside it under the `.pkl` name earlier versions read): `validate`, `predict`,
+    `attend` and a resumed `fit` run none of them."""
+    import yaml
+
+    from vqa.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    data = {s: vars(shapes_split(shapes_dir, s)) for s in ("train", "val")}
+    Path("tiny.yaml").write_text(yaml.safe_dump({
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False},
+        "data": {**data, "batch_size": 32, "cache_dir": "cache"}}))
+    config = ["-c", str(root / "configs/shapes/alternating.yaml"), "-c", "tiny.yaml"]
+    main(["fit", *config])
+    cache = sorted(Path("cache").iterdir())
+    assert cache and all(p.suffix == ".npz" for p in cache)
+    marker = tmp_path / "MARKER"
+    for p in cache:
+        p.write_bytes(payload(marker))
+        p.with_suffix(".pkl").write_bytes(payload(marker))
+    ckpt = "runs/shapes/alternating/checkpoints/best.ckpt"
+    with pytest.warns(UserWarning, match="unreadable cache file, rebuilding it"):
+        main(["validate", *config, "--ckpt_path", ckpt])
+    main(["predict", *config, "--ckpt_path", ckpt])
+    image = sorted((shapes_dir / "val").glob("*.png"))[0]
+    main(["attend", "--ckpt", ckpt, "--image", str(image), "--question", "What colour?",
+          "--out", "a.png"])
+    main(["fit", *config, "--ckpt_path", "last", "--trainer.max_epochs", "2"])
+    assert not marker.exists()
