@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqa"
 # Rooms from the bottom up; a module may import from its own room or a lower one.
 LAYERS = [("vqa", "vqa._io"), ("vqa.data", "vqa.models"),
           ("vqa.evaluation", "vqa.benchmark", "vqa.viz"), ("vqa.training",),
-          ("vqa.inspector", "vqa.check_data"), ("vqa.cli",)]
+          ("vqa.inspector", "vqa.check_data", "vqa.experiments"), ("vqa.cli",)]
 APART = [("vqa.data", "vqa.models")]  # rooms of one layer that never import each other
 
 

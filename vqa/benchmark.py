@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,12 +40,73 @@ def evaluate_files(questions: str | os.PathLike, annotations: str | os.PathLike 
         per = {"answer_type": metrics["perAnswerType"], "question_type": metrics["perQuestionType"]}
         return {"dataset": "vqa", "reproduces": fmt.scorer(version).reproduces,
                 "metric": "vqa_acc", **metrics, "per": per}
+    examples = _annotated(fmt, questions, annotations)
+    return score_results(fmt, examples, read_results(results, fmt, examples), version)
+
+
+@dataclass(frozen=True)
+class QuestionScores:
+    """Each scored question's benchmark score, for one or more results files of the same split.
+
+    Attributes:
+        fmt: the dataset format.
+        ids: each question's id as results files name it (``fmt.result_id``), in the order of
+            the questions file.
+        scores: one (Q,) array per results file, each question's score in [0, 1].
+        categories: per axis the benchmark reports (``answer_type``, ``question_type``; GQA's
+            ``structural``, ``semantic``), each question's category (``None``: none on that axis).
+        reproduces: which evaluation code the scores reproduce.
+    """
+
+    fmt: DataFormat
+    ids: list[Any]
+    scores: list[np.ndarray]
+    categories: dict[str, list[str | None]]
+    reproduces: str
+
+
+def question_scores(questions: str | os.PathLike, annotations: str | os.PathLike | None,
+                    results: Sequence[str | os.PathLike], dataset: str | None = None,
+                    version: EvalVersion = "current") -> QuestionScores:
+    """The score of every question the benchmark scores, per results file, as ``evaluate_files``
+    scores them (its overall number is ``percent`` of a file's scores); the dataset's files are
+    read once."""
+    fmt = get_format(dataset) if dataset else detect_format(questions, annotations)
+    reproduces = fmt.scorer(version).reproduces
+    if fmt.name == "vqa":
+        from vqa.evaluation import question_scores as vqa_scores
+
+        if annotations is None:
+            raise ValueError(f"{questions}: VQA questions are scored against an annotations "
+                             "file (--annotations)")
+        ids, scores, categories = vqa_scores(questions, annotations, results, version)
+        return QuestionScores(fmt, ids, scores, dict(categories), reproduces)
+    examples = _annotated(fmt, questions, annotations)
+    scored = [ex for ex in examples if fmt.scored(ex)]
+    scores = [np.array(_scores(fmt, scored, read_results(r, fmt, examples), version), np.float64)
+              for r in results]
+    axes = dict.fromkeys(k for ex in scored for k in ex.types)
+    return QuestionScores(fmt, [fmt.result_id(ex) for ex in scored], scores,
+                          {axis: [ex.types.get(axis) for ex in scored] for axis in axes},
+                          reproduces)
+
+
+def _annotated(fmt: DataFormat, questions: str | os.PathLike,
+               annotations: str | os.PathLike | None) -> list[Example]:
+    """A split's examples, every one with answers to score against."""
     examples, _ = fmt.read(str(questions), None if annotations is None else str(annotations))
     unanswered = [ex for ex in examples if not ex.answers]
     if unanswered:
         raise ValueError(f"{questions}: question {fmt.result_id(unanswered[0])} has no answer to "
                          "score against (a test split?)")
-    return score_results(fmt, examples, read_results(results, fmt, examples), version)
+    return examples
+
+
+def _scores(fmt: DataFormat, scored: Sequence[Example], results: dict[int, dict[str, Any]],
+            version: EvalVersion) -> list[float]:
+    """The benchmark's score of each of the ``scored`` examples."""
+    scorer = fmt.scorer(version)
+    return [scorer.score(results[ex.question_id][fmt.answer_field], ex.answers) for ex in scored]
 
 
 def read_results(path: str | os.PathLike, fmt: DataFormat, examples: Sequence[Example]
@@ -90,7 +152,7 @@ def score_results(fmt: DataFormat, examples: Sequence[Example], results: dict[in
     ``evaluate_unanswerability`` scores 1 - answerable."""
     scorer = fmt.scorer(version)
     scored = [ex for ex in examples if fmt.scored(ex)]
-    scores = [scorer.score(results[ex.question_id][fmt.answer_field], ex.answers) for ex in scored]
+    scores = _scores(fmt, scored, results, version)
     per: dict[str, dict[str, float]] = {}
     for axis in dict.fromkeys(k for ex in scored for k in ex.types):
         groups: dict[str, list[float]] = {}

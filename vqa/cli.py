@@ -7,6 +7,8 @@
     vqa check-features --cache CACHE [--questions Q.json ...]
     vqa check-data -c CONFIG [-c OVERLAY ...]
     vqa attend --ckpt CKPT --image IMG --question "..." [--out attention.png]
+    vqa compare --questions Q [--annotations A] --a R1.json [R2.json ...] --b S1.json [...]
+    vqa ensemble -c CONFIG [-c OVERLAY] --probabilities P1.npz P2.npz [...] --out R.json
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import argparse
 import errno
 import netrc
 import os
+import shlex
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -39,6 +43,9 @@ TOOLS = {
     "check-features": "verify a feature cache (and that it holds the images of some questions)",
     "check-data": "check every split a config names: files, ids, answers, images, feature caches",
     "attend": "answer a question about an image and draw where each level attended",
+    "compare": "compare two systems (results files; seeds: several) with a bootstrap interval",
+    "ensemble": "average saved answer probabilities of several models into one results file",
+    "study": "train configs x overlays x seeds (resumable; or SLURM / W&B sweep) and tabulate",
 }
 # OS errors a user can act on, printed as one line naming the path.
 OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
@@ -246,6 +253,143 @@ def attend_main(argv: list[str]) -> None:
     print(f"attention figure written to {a.out}")
 
 
+def study_main(argv: list[str]) -> None:
+    from vqa.experiments import study as st
+    from vqa.experiments.table import write_tables
+
+    argv, fit_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    p = argparse.ArgumentParser(prog="vqa study", description=st.__doc__.split("\n\n")[0],
+                                epilog="Arguments after -- go to every `vqa fit`.")
+    p.add_argument("--out", required=True, help="the study's folder (runs, tables, study.json)")
+    p.add_argument("--configs", nargs="+", help="experiment configs (a new study; later "
+                   "commands on --out read its study.json)")
+    p.add_argument("--overlays", nargs="+", default=[st.BASE],
+                   help=f"overlays compared on each config ('{st.BASE}': the config alone)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--name", help="the study's name, its W&B group (default: --out's name)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (one GPU each when there "
+                   "are several)")
+    p.add_argument("--task", type=int, help="run only run number TASK (a SLURM or sweep task)")
+    p.add_argument("--table", action="store_true", help="only gather the table of finished runs")
+    p.add_argument("--slurm", action="store_true", help="write a SLURM job-array script "
+                   "instead of running")
+    p.add_argument("--sbatch", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="its #SBATCH options, e.g. gres=gpu:1 time=4:00:00")
+    p.add_argument("--wandb-sweep", action="store_true", help="write a W&B sweep file instead "
+                   "of running")
+    p.add_argument("--dry-run", action="store_true", help="print the runs' commands")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    if a.configs:
+        study = st.Study(a.name or out.name, a.configs, a.overlays, a.seeds, fit_args)
+        if (out / "study.json").is_file() and st.Study.load(out) != study:
+            raise ValueError(f"{out / 'study.json'} holds another study; give the same "
+                             "arguments to resume it, or another --out")
+        for f in {*a.configs, *(o for o in a.overlays if o != st.BASE)}:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"{f}: config not found")
+        study.save(out)
+    else:
+        study = st.Study.load(out)
+    runs = study.runs()
+    if a.dry_run:
+        for r in runs:
+            print(f"{r.index}: [{st.state(r, out)}] vqa {shlex.join(st.command(study, r, out))}")
+        return
+    if a.slurm:
+        st.write_text(out / "study.sbatch", st.slurm_script(study, out,
+                                                            [f"--{o}" for o in a.sbatch]))
+        print(f"wrote {out / 'study.sbatch'} ({len(runs)} tasks): sbatch {out / 'study.sbatch'}")
+        return
+    if a.wandb_sweep:
+        import yaml
+
+        st.write_text(out / "sweep.yaml", yaml.safe_dump(st.wandb_sweep(study, out),
+                                                         sort_keys=False))
+        print(f"wrote {out / 'sweep.yaml'} ({len(runs)} runs): wandb sweep {out / 'sweep.yaml'}, "
+              "then wandb agent SWEEP_ID")
+        return
+    if a.task is not None and not 0 <= a.task < len(runs):
+        raise ValueError(f"--task {a.task}: the study has runs 0 to {len(runs) - 1}")
+    failures = [] if a.table else st.execute(study, out, a.jobs,
+                                             None if a.task is None else [a.task])
+    if a.task is None:
+        header = (f"Study `{study.name}`: `vqa study --out {out} --configs "
+                  f"{' '.join(study.configs)} --overlays {' '.join(study.overlays)} --seeds "
+                  f"{' '.join(map(str, study.seeds))}`"
+                  + (f" `-- {shlex.join(study.args)}`" if study.args else "")
+                  + f", gathered {time.strftime('%Y-%m-%d %H:%M')}. Validation metrics of each "
+                  "run's best epoch: mean ± sample standard deviation over the n seeds that "
+                  "finished.\n\n")
+        write_tables(runs, out, header)
+        print((out / "table.md").read_text())
+    if failures:
+        raise ValueError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
+
+
+def compare_main(argv: list[str]) -> None:
+    from vqa._io import write_json
+    from vqa.data.datasets import formats
+    from vqa.experiments.compare import compare, format_comparison
+
+    p = argparse.ArgumentParser(prog="vqa compare", description="Compare two systems on the same "
+                                "questions, each scored as the dataset's benchmark scores it: "
+                                "accuracies, B - A with a 95%% paired-bootstrap interval, the "
+                                "questions only one gets right, and the difference per category.")
+    p.add_argument("--questions", required=True, help="questions file (as for `vqa evaluate`)")
+    p.add_argument("--annotations", help="annotations file (VQA, VQA-CP, OK-VQA)")
+    p.add_argument("--a", required=True, nargs="+", metavar="RESULTS",
+                   help="system A: a results file, or several (seeds: a question's score is "
+                        "the mean over them)")
+    p.add_argument("--b", required=True, nargs="+", metavar="RESULTS", help="system B, likewise")
+    p.add_argument("--dataset", help=f"the dataset format: {', '.join(sorted(formats()))} "
+                   "(default: recognised from the files)")
+    p.add_argument("--version", choices=("current", "2016"), default="current",
+                   help="VQA evaluation release to reproduce (default: current)")
+    p.add_argument("--samples", type=int, default=10000, help="bootstrap samples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", help="write the comparison JSON here (every disagreeing question id)")
+    a = p.parse_args(argv)
+    result = compare(a.questions, a.annotations, a.a, a.b, a.dataset, a.version, a.samples, a.seed)
+    print(format_comparison(result))
+    if a.out:
+        write_json(a.out, result, indent=2)
+        print(f"comparison written to {a.out}")
+
+
+def ensemble_main(argv: list[str]) -> None:
+    from vqa.benchmark import format_table
+    from vqa.experiments.ensemble import ensemble
+
+    p = argparse.ArgumentParser(prog="vqa ensemble", description="Average the answer "
+                                "probabilities several models saved for a config's predict split "
+                                "(`vqa predict ... --results.probabilities true`) and write the "
+                                "ensemble's results file; an annotated split is scored.")
+    p.add_argument("-c", "--config", action="append", required=True,
+                   help="the config whose predict split the members answered; repeat to layer "
+                        "overlays, as for `vqa predict`")
+    p.add_argument("--probabilities", required=True, nargs="+", metavar="NPZ",
+                   help="the members' probabilities_{split}.npz files")
+    p.add_argument("--out", required=True, help="the ensemble's results file (JSON)")
+    p.add_argument("--pipeline", help="a member's checkpoint (or pipeline.json) whose answer "
+                   "vocabulary to use (default: the config's data.pipeline, or built from its "
+                   "training split as `vqa fit` builds it)")
+    a = p.parse_args(argv)
+    check_config_files(argv)
+    result = ensemble(a.config, a.probabilities, a.out, a.pipeline)
+    print(f"ensemble of {len(a.probabilities)} models written to {a.out}")
+    if not result["metrics"]:
+        print("the predict split has no annotations (or joins several files): not scored")
+    for name, metrics in result["metrics"].items():
+        print(f"{'ensemble' if name == 'ensemble' else 'member ' + name}: {format_table(metrics)}")
+    if result["metrics"]:
+        overall = {k: m["overall"] for k, m in result["metrics"].items()}
+        ensembled = overall.pop("ensemble")
+        print(f"overall: ensemble {ensembled:.2f}; members "
+              + ", ".join(f"{v:.2f}" for v in overall.values()))
+
+
 def wandb_offline_unless_logged_in(timeout: float = 3.0) -> None:
     """W&B runs stay offline (no account needed; `wandb sync` uploads them later) unless the user
     has logged in (`wandb login` or WANDB_API_KEY) or chose a mode with WANDB_MODE. A login whose
@@ -337,7 +481,8 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
     if argv[0] in TOOLS:
         {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
          "extract-features": extract_features_main, "check-features": check_features_main,
-         "check-data": check_data_main, "attend": attend_main}[argv[0]](argv[1:])
+         "check-data": check_data_main, "attend": attend_main, "study": study_main,
+         "compare": compare_main, "ensemble": ensemble_main}[argv[0]](argv[1:])
         return None
     if argv[0] not in LIGHTNING:
         raise ValueError(f"unknown command {argv[0]!r}; `vqa --help` lists them")

@@ -199,8 +199,10 @@ def evaluate(
         return _evaluate(questions, annotations, results, version)
 
 
-def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
-              results: str | os.PathLike, version: EvalVersion) -> dict[str, Any]:
+def _reference(questions: str | os.PathLike, annotations: str | os.PathLike
+               ) -> tuple[_Questions, list[_Annotation]]:
+    """The questions file and its annotations in question order, checked to match."""
+
     def explain() -> None:
         load_vqa(questions, annotations)
 
@@ -217,6 +219,15 @@ def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
     if not ok:  # find the problem and name it
         explain()
         raise ValueError(f"{annotations}: annotations do not match {questions}")
+    return q_file, joined
+
+
+def _scores(questions: str | os.PathLike, annotations: str | os.PathLike, q_file: _Questions,
+            joined: list[_Annotation], results: str | os.PathLike, version: EvalVersion
+            ) -> np.ndarray:
+    """The official accuracy of each question (question-file order) of one results file."""
+    qs = q_file.questions
+    order = [q.question_id for q in qs]
     res_list = _decode(results, list[_Result], lambda: read_results(results))
     res = {r.question_id: r.answer for r in res_list}
     if len(res) != len(res_list):
@@ -243,6 +254,28 @@ def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
             keys = [tuple(sorted((k, repr(v)) for k, v in d.items() if k != "answer")) for d in recs]
             recs_ = [(a, *k) for a, k in zip(proc, keys, strict=True)]
             scores[i] = leave_one_out(proc, recs_, pred)
+    return scores
+
+
+def question_scores(questions: str | os.PathLike, annotations: str | os.PathLike,
+                    results: Sequence[str | os.PathLike], version: EvalVersion = "current"
+                    ) -> tuple[list[int], list[np.ndarray], dict[str, list[str]]]:
+    """The official accuracy of every question (0 to 1), for each results file, the question and
+    annotation files read once: the question ids in question-file order, one (Q,) array per
+    results file, and each question's ``answer_type`` and ``question_type`` (the categories
+    ``evaluate`` reports)."""
+    with gc_paused():
+        qs, joined = _reference(questions, annotations)
+        scores = [_scores(questions, annotations, qs, joined, r, version) for r in results]
+    order = [q.question_id for q in qs.questions]
+    return order, scores, {"answer_type": list(map(attrgetter("answer_type"), joined)),
+                           "question_type": list(map(attrgetter("question_type"), joined))}
+
+
+def _evaluate(questions: str | os.PathLike, annotations: str | os.PathLike,
+              results: str | os.PathLike, version: EvalVersion) -> dict[str, Any]:
+    qs, joined = _reference(questions, annotations)
+    scores = _scores(questions, annotations, qs, joined, results, version)
     summary = summarize(list(map(attrgetter("question_type"), joined)),
                         list(map(attrgetter("answer_type"), joined)), scores)
     summary["eval_version"] = version

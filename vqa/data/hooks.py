@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -77,6 +78,20 @@ class Hook:
     def result(self, entry: dict[str, Any], example: Example, row: dict[str, Any],
                fmt: DataFormat) -> None:
         """Complete one results-file entry from this question's predictions ``row``."""
+
+
+def predict(hooks: Sequence[Hook], scores: torch.Tensor, batch: Batch, probabilities: torch.Tensor,
+            context: HookContext) -> dict[str, torch.Tensor]:
+    """One row per question of a results file: ``answer`` (B,), the argmax of ``scores`` (B, A)
+    (logits, or probabilities: an ensemble's mean) as the hooks restrict it, and what the hooks
+    predict beside it. ``vqa predict`` and ``vqa ensemble`` both answer through this."""
+    for hook in hooks:
+        scores = hook.answer_logits(scores, batch)
+    answer = scores.argmax(-1)  # (B,)
+    out = {"answer": answer}
+    for hook in hooks:
+        out.update(hook.predict(batch, answer, probabilities, context))
+    return out
 
 
 class MultipleChoice(Hook):

@@ -23,6 +23,7 @@ from vqa.training.progress import EpochLog
 from vqa.training.results import ResultsWriter
 from vqa.training.run_lock import RunLock
 from vqa.training.stop_signals import StopOnSignal, Stopped
+from vqa.training.summary import RunSummary
 
 
 def run_folder(key: str, suffix: str = "") -> str:
@@ -75,8 +76,9 @@ class VQACLI(LightningCLI):
 
     Every run has, besides ``trainer.callbacks``: ``checkpoint`` (the best checkpoint by the
     validation metric, and ``last.ckpt`` after each validation), ``last_checkpoint``
-    (``last.ckpt`` every N training steps), ``results`` (the predict split's results file) and
-    ``epoch_log`` (a line per epoch where no progress bar is drawn).
+    (``last.ckpt`` every N training steps), ``results`` (the predict split's results file),
+    ``epoch_log`` (a line per epoch where no progress bar is drawn) and ``summary``
+    (``summary.json``, the run in one row, which a study table gathers).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -96,6 +98,7 @@ class VQACLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(EpochLog, "epoch_log")
+        parser.add_lightning_class_args(RunSummary, "summary")
         parser.link_arguments("data.monitor", "checkpoint.monitor", apply_on="instantiate")
         parser.set_defaults(DEFAULTS)
         parser.add_argument("--overwrite", action="store_true",

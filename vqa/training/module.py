@@ -17,7 +17,7 @@ from torch import nn
 
 from vqa.data.batch import Batch
 from vqa.data.datamodule import STAGE_SPLITS
-from vqa.data.hooks import Hook, HookContext
+from vqa.data.hooks import Hook, HookContext, predict
 from vqa.data.pipeline import InputPipeline
 from vqa.models import LEVELS
 from vqa.training.metrics import VQAAccuracy
@@ -61,6 +61,7 @@ class VQAModule(pl.LightningModule):
         self.metric_names = {s: "vqa_acc" for s in EVAL_STAGES}  # the data's scorer's (setup)
         self.hooks: dict[str, list[Hook]] = {}  # per split: the data's hooks
         self.hook_metrics = nn.ModuleDict({s: nn.ModuleDict() for s in EVAL_STAGES})
+        self.predict_probabilities = False  # predict_step returns them too (ResultsWriter sets it)
         self._compiled = False
 
     def configure_model(self) -> None:
@@ -161,16 +162,16 @@ class VQAModule(pl.LightningModule):
         self._log_metrics("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Answer indices per question id (``ResultsWriter`` turns them into strings), and what
-        the data's hooks add (a multiple-choice candidate, answerability)."""
+        """Answer indices per question id (``ResultsWriter`` turns them into strings), what the
+        data's hooks add (a multiple-choice candidate, answerability), and, when
+        ``predict_probabilities`` is set (``ResultsWriter(probabilities=True)`` sets it), every
+        answer's probability (B, A) as float16."""
         logits = self(batch)["logits"]
-        answer = self._answer_logits(logits, batch, "predict").argmax(-1)  # (B,)
-        out = {"question_id": batch.question_id, "answer": answer}
-        hooks = self.hooks.get("predict", ())
-        if hooks:
-            probabilities, context = self.probabilities(logits), self._context()
-            for hook in hooks:
-                out.update(hook.predict(batch, answer, probabilities, context))
+        probabilities = self.probabilities(logits)
+        out = {"question_id": batch.question_id, **predict(
+            self.hooks.get("predict", ()), logits, batch, probabilities, self._context())}
+        if self.predict_probabilities:
+            out["probabilities"] = probabilities.half()  # N x A kept until the epoch ends: halved
         return out
 
     def configure_optimizers(self) -> Any:
