@@ -145,3 +145,24 @@ def test_a_study_killed_in_its_third_run_resumes(shapes_dir: Path, tmp_path: Pat
     assert row["n"] == "3" and row["seeds"] == "0 1 2"
     run = json.loads((killed / "alternating/base/seed2/summary.json").read_text())
     assert run["seed"] == 2 and run["deterministic"] and run["questions_trained"] == 2 * 300
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_study_reaches_its_run(shapes_dir: Path, tmp_path: Path) -> None:
+    """A SLURM `--signal=B:TERM` signals the batch shell only (here, the study): the study
+    passes it on, the run saves `last.ckpt`, and the study exits 143 without starting more."""
+    overlay = write_overlay(tmp_path, shapes_dir)
+    out = tmp_path / "st"
+    proc = start(["study", "--out", str(out), "--configs", CONFIG, "--seeds", "0", "1", "--",
+                  "-c", overlay, "--last_checkpoint.every_n_train_steps", "1000"], tmp_path)
+    started = out / "alternating/base/seed0/logs/version_0/pipeline.json"
+    deadline = time.monotonic() + 240
+    while not started.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # the study process only
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, text[-3000:]
+    assert (out / "alternating/base/seed0/checkpoints/last.ckpt").is_file()
+    assert "exit code 143" in (out / "alternating/base/seed0/fit.log").read_text()
+    assert not (out / "alternating/base/seed1").exists()

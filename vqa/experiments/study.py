@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -152,6 +153,30 @@ def execute(study: Study, out: Path, jobs: int = 1, only: Sequence[int] | None =
     gpus = _gpus()
     slots: dict[int, tuple[Run, subprocess.Popen]] = {}
     failures: list[str] = []
+    stopped: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        """A scheduler's SIGTERM (or Ctrl-C) reaches the runs, which save ``last.ckpt``; no
+        new run starts, and the study exits like its runs (143, 130) once they have."""
+        stopped.append(signum)
+        todo.clear()
+        for _, proc in slots.values():
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _loop(study, out, jobs, todo, slots, gpus, failures)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped:
+        raise SystemExit(128 + stopped[0])
+    return failures
+
+
+def _loop(study: Study, out: Path, jobs: int, todo: list[Run],
+          slots: dict[int, tuple[Run, subprocess.Popen]], gpus: list[int],
+          failures: list[str]) -> None:
     while todo or slots:
         while todo and len(slots) < jobs:
             slot = next(i for i in range(jobs) if i not in slots)
@@ -171,7 +196,6 @@ def execute(study: Study, out: Path, jobs: int = 1, only: Sequence[int] | None =
                 failures.append(f"run {r.index} ({_label(r)}): exit {proc.returncode}, see "
                                 f"{r.folder(out) / 'fit.log'}")
                 print(failures[-1], flush=True)
-    return failures
 
 
 def _label(run: Run) -> str:
