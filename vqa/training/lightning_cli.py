@@ -195,21 +195,8 @@ class VQACLI(LightningCLI):
 
 
 def _flat(namespace: Any) -> dict[str, Any]:
-    """A config namespace as ``{"a.b.c": value}``."""
-    if namespace is None:
-        return {}
-    tree = namespace.as_dict() if hasattr(namespace, "as_dict") else namespace
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            out[prefix] = node
-
-    walk(tree, "")
-    return out
+    """A config namespace as ``{"a.b.c": value}`` (its leaves, jsonargparse's own flattening)."""
+    return dict(namespace.items()) if namespace is not None else {}
 
 
 def _last_checkpoint(cfg: Any) -> Path:

@@ -10,6 +10,7 @@ in checkpoints), so an interrupted run's row equals an uninterrupted one's, time
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import time
 from pathlib import Path
@@ -103,7 +104,5 @@ class RunSummary(pl.Callback):
 
 def _seed() -> int | None:
     """The seed ``seed_everything`` set (Lightning keeps it in ``PL_GLOBAL_SEED``)."""
-    import os
-
     value = os.environ.get("PL_GLOBAL_SEED")
     return int(value) if value is not None else None
