@@ -4,9 +4,9 @@ On the shapes val split, for the families whose questions name two objects (rela
 box 1 is the object named first, box 2 the one named second), per checkpoint and attention level:
 the family's official VQA accuracy, where the image attention's most attended region falls (box 1
 only, box 2 only, both where the boxes overlap on it, neither) and the mean attention mass inside
-each box. Boxes go onto the region grid as the ``Grounding`` hook puts them (``vqa.data.hooks``:
-the resized pixels a box touches; ``vqa.data.grounding.region_cover``: each region's share of
-them); a region is in a box when its share is positive, as pointing accuracy counts it.
+each box. Boxes go onto the region grid as the ``Grounding`` hook puts them
+(``vqa.data.grounding.box_pixels``: the resized pixels a box touches; ``region_cover``: each
+region's share of them); a region is in a box when its share is positive, as pointing accuracy counts it.
 
     python scripts/attention_roles.py CKPT [CKPT ...] [--data data/shapes] \
         [--families relation compare] [--out FILE.json]
@@ -15,7 +15,6 @@ them); a region is in a box when its share is positive, as pointing accuracy cou
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,12 @@ import torch
 from PIL import Image
 
 from vqa._io import read_json, write_json
-from vqa.data.grounding import region_cover
+from vqa.data.grounding import box_pixels, region_cover
 from vqa.evaluation import question_scores
 from vqa.inspector import Inspector
 from vqa.models import LEVELS
 
 COLUMNS = ("box1", "box2", "both", "none", "mass1", "mass2")
-
-
-def box_mask(box: list[float], original: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) bool: the pixels box (x0, y0, x1, y1) of an ``original`` (width, height) image touches
-    once resized to ``size`` (height, width), rounded as ``vqa.data.hooks.Grounding.item`` rounds."""
-    (x0, y0, x1, y1), (w, h), (height, width) = box, original, size
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    mask[math.floor(y0 * height / h):math.ceil(y1 * height / h),
-         math.floor(x0 * width / w):math.ceil(x1 * width / w)] = True
-    return mask
 
 
 @torch.no_grad()
@@ -107,7 +96,7 @@ def analyse(checkpoint: str, data: Path, families: list[str]) -> dict[str, Any]:
         two = [i for i in rows if len(notes[i]["grounding"]["boxes"]) >= 2]
         if not two:
             raise ValueError(f"no {family} question names two objects")
-        masks = torch.stack([box_mask(b, originals[questions[i]["image_id"]], size)
+        masks = torch.stack([box_pixels([b], originals[questions[i]["image_id"]], size)
                              for i in two for b in notes[i]["grounding"]["boxes"][:2]])
         cover = region_cover(masks, grid).unflatten(0, (len(two), 2))  # (2Q', H, W) -> (Q', 2, N)
         stats = roles(attention[two], cover)

@@ -146,8 +146,8 @@ def test_older_answer_widths_load_as_saved_or_are_refused(shapes_dir: Path, tmp_
     saved = torch.load(ckpt, weights_only=True)
     del saved["hyper_parameters"]["model"]["init_args"]["answer_hidden"]  # as if never saved
     torch.save(saved, "stripped.ckpt")
-    with pytest.raises(ValueError, match=r"model.head.w_w.weight is \(96, 64\) in the checkpoint "
-                                         r"and \(512, 64\) here .*answer_hidden"):
+    with pytest.raises(ValueError, match=r"model.head.w_w.weight is \(96, 128\) in the checkpoint "
+                                         r"and \(512, 128\) here .*answer_hidden"):
         VQAModule.load_from_checkpoint("stripped.ckpt", weights_only=True)
 
 

@@ -11,7 +11,7 @@ from dataset_fixtures import make_gqa
 from vqa._io import read_json, write_json
 from vqa.benchmark import evaluate_files
 from vqa.cli import main
-from vqa.experiments.compare import compare, paired_bootstrap
+from vqa.experiments.compare import compare, paired_bootstrap, seeds_bootstrap
 
 # Ten questions, every human answer the same: a question scores exactly 1 or 0.
 TYPES = ["yes/no"] * 4 + ["number"] * 3 + ["other"] * 3
@@ -157,3 +157,23 @@ def test_cli_on_the_shapes_val_split(shapes_dir: Path, tmp_path: Path,
         assert saved["per"]["answer_type"][answer_type]["n"] == n
         assert answer_type in printed
     assert len(saved["b_right_a_wrong"]["question_ids"]) == saved["b_right_a_wrong"]["count"] > 0
+
+
+def test_seeds_are_resampled_when_a_side_has_several() -> None:
+    """Two seeds a side, one right on every question and one wrong on every one: the questions
+    add no noise (every resample of them gives the same run means), and each side's mean over
+    two drawn seeds is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4. B - A is -1 with probability
+    1/16 > 2.5 %, so the 95 % interval is [-100, +100] points; averaging the seeds per question
+    first (the single-run interval) would say [0, 0]."""
+    runs = np.array([[1.0] * 20, [0.0] * 20])  # (2 seeds, 20 questions)
+    assert seeds_bootstrap(runs, runs, samples=4000, seed=3) == (-1.0, 1.0)
+    assert paired_bootstrap(runs.mean(0) - runs.mean(0), samples=100) == (0.0, 0.0)
+
+
+def test_one_seed_a_side_reduces_to_the_question_bootstrap() -> None:
+    """With one run a side there is no seed to draw: the interval is the paired bootstrap's."""
+    rng = np.random.default_rng(7)
+    a, b = rng.choice([0.0, 0.3, 1.0], size=(1, 400)), rng.choice([0.0, 0.6, 1.0], size=(1, 400))
+    both = seeds_bootstrap(a, b, samples=20000, seed=1)
+    alone = paired_bootstrap(b[0] - a[0], samples=20000, seed=1)
+    assert np.allclose(both, alone, atol=0.01) and both[1] - both[0] > 0.05

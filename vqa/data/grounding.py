@@ -13,6 +13,8 @@ States are sums, so the scores reduce correctly across processes.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -29,6 +31,18 @@ def merge_words(attention: torch.Tensor, referred: torch.Tensor, words: torch.Te
                       device=words.device).scatter_reduce_(
         1, words.clamp(min=0), (referred & (words >= 0)).long(), "amax") > 0  # (B, W)
     return merged, hit
+
+
+def box_pixels(boxes: list[list[float]], original: tuple[int, int], size: tuple[int, int]
+               ) -> torch.Tensor:
+    """(H, W) bool: the pixels that boxes ``[x0, y0, x1, y1]`` of an ``original`` (width, height)
+    image touch once it is resized to ``size`` (height, width)."""
+    (w, h), (height, width) = original, size
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[math.floor(y0 * height / h):math.ceil(y1 * height / h),
+             math.floor(x0 * width / w):math.ceil(x1 * width / w)] = True
+    return mask
 
 
 def region_cover(box_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -17,7 +17,6 @@ torch is imported where it is used: a dataset module that lists hooks still impo
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -204,15 +203,13 @@ class Grounding(Hook):
         import numpy as np
         import torch
 
+        from vqa.data.grounding import box_pixels
+
         ex, data = dataset.examples[i], dataset.data
         height, width = dataset.images.pipeline.image_size
         g = ex.extra.get("grounding", {})
-        boxes = torch.zeros(height, width, dtype=torch.bool)
-        if g.get("boxes"):
-            w, h = dataset.images.original_size(ex.image_id)
-            for x0, y0, x1, y1 in g["boxes"]:  # pixels the box touches after resizing
-                boxes[math.floor(y0 * height / h):math.ceil(y1 * height / h),
-                      math.floor(x0 * width / w):math.ceil(x1 * width / w)] = True
+        boxes = (box_pixels(g["boxes"], dataset.images.original_size(ex.image_id), (height, width))
+                 if g.get("boxes") else torch.zeros(height, width, dtype=torch.bool))
         referred = list(g.get("word_positions", []))
         words = torch.from_numpy(np.isin(data.words[i], referred) & (data.words[i] >= 0))
         return {"boxes": boxes, "words": words,

@@ -7,7 +7,11 @@ scores it (``vqa.benchmark.question_scores``; ``vqa evaluate`` gives the same ov
 * **Difference** B - A in points of the benchmark's percentage, with a 95 % percentile interval
   from a paired bootstrap over questions (Efron & Tibshirani 1993, ch. 13; the paired form used
   for systems scored on one test set, Koehn 2004): questions are resampled with replacement and
-  the mean difference of their scores recomputed, ``samples`` times.
+  the mean difference of their scores recomputed, ``samples`` times. One file a side, the
+  interval is about the questions only: two trained models, held fixed. When a side has several
+  files (seeds), each resample also draws that side's seeds with replacement (a two-level
+  bootstrap over seeds and questions; Bouthillier et al. 2021, "Accounting for variance in
+  machine learning benchmarks"), so the interval carries the training noise too.
 * **Right** (for the disagreement counts): a question's score is above 0.5. For VQA accuracy that
   is at least two of ten annotators agreeing (0.6 and up); for exact match, the answer matches;
   for several files, the mean score over them (with 0/1 scores: most of the seeds are right).
@@ -45,15 +49,47 @@ def paired_bootstrap(differences: np.ndarray, samples: int = 10000, seed: int = 
     if samples < 1 or len(differences) == 0:
         raise ValueError(f"the bootstrap needs questions and samples >= 1 (got {len(differences)} "
                          f"questions, {samples} samples)")
-    values, counts = np.unique(np.asarray(differences, np.float64), return_counts=True)
-    n = len(differences)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, (1 << 22) // len(values))  # (chunk, distinct) int64 counts at a time
-    means = np.concatenate([rng.multinomial(n, counts / n, size=min(chunk, samples - start))
-                            @ values / n for start in range(0, samples, chunk)])  # (samples,)
+    d = np.asarray(differences, np.float64)[:, None]  # (Q, 1)
+    return percentile_interval(question_means(d, samples, np.random.default_rng(seed))[:, 0], level)
+
+
+def question_means(scores: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """(Q, K) scores -> (samples, K): each column's mean over Q questions drawn with replacement,
+    one draw of questions shared by the columns. Drawn as counts of each distinct row."""
+    rows, counts = np.unique(scores, axis=0, return_counts=True)  # (U, K), (U,)
+    n = len(scores)
+    chunk = max(1, (1 << 22) // len(rows))  # (chunk, U) int64 counts at a time
+    return np.concatenate([rng.multinomial(n, counts / n, size=min(chunk, samples - start))
+                           @ rows / n for start in range(0, samples, chunk)])  # (samples, K)
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap draws (S,), by percentiles."""
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = np.percentile(draws, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def seeds_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 10000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of B - A when each system is several runs: ``a`` (k_a, Q) and ``b``
+    (k_b, Q) per-question scores. Each resample draws Q questions (the same for every run) and,
+    per system, k runs with replacement; the difference is that resample's mean score of B's
+    drawn runs minus A's.
+
+    The questions are drawn as in ``paired_bootstrap``; the runs as counts of each run.
+    """
+    k_a, k_b = len(a), len(b)
+    if samples < 1 or k_a == 0 or k_b == 0 or a.shape[1] == 0:
+        raise ValueError(f"the bootstrap needs runs on both sides, questions and samples >= 1 "
+                         f"(got {k_a} and {k_b} runs, {a.shape[1]} questions, {samples} samples)")
+    rng = np.random.default_rng(seed)
+    scores = np.concatenate([a, b]).T.astype(np.float64)  # (Q, k_a + k_b)
+    run_means = question_means(scores, samples, rng)  # (S, k_a + k_b)
+    w_a = rng.multinomial(k_a, np.full(k_a, 1 / k_a), size=samples) / k_a  # (S, k_a) run weights
+    w_b = rng.multinomial(k_b, np.full(k_b, 1 / k_b), size=samples) / k_b  # (S, k_b)
+    diffs = (w_b * run_means[:, k_a:]).sum(1) - (w_a * run_means[:, :k_a]).sum(1)  # (S,)
+    return percentile_interval(diffs, level)
 
 
 def answered_ids(path: str | os.PathLike, key: str) -> set[Any]:
@@ -98,7 +134,10 @@ def compare(questions: str | os.PathLike, annotations: str | os.PathLike | None,
     sa = np.mean(qs.scores[:len(a)], axis=0)  # (Q,) a question's mean over the seeds
     sb = np.mean(qs.scores[len(a):], axis=0)
     n = len(sa)
-    low, high = paired_bootstrap(sb - sa, samples, seed)
+    several = len(a) > 1 or len(b) > 1
+    low, high = (seeds_bootstrap(np.stack(qs.scores[:len(a)]), np.stack(qs.scores[len(a):]),
+                                 samples, seed)
+                 if several else paired_bootstrap(sb - sa, samples, seed))
     right_a, right_b = sa > RIGHT, sb > RIGHT
     return {
         "dataset": fmt.name, "metric": fmt.scorer(version).metric, "reproduces": qs.reproduces,
@@ -109,7 +148,8 @@ def compare(questions: str | os.PathLike, annotations: str | os.PathLike | None,
         "ci95": [100 * low, 100 * high],
         "ci_contains_zero": bool(low <= 0 <= high),
         "bootstrap": {"samples": samples, "seed": seed,
-                      "method": "paired percentile bootstrap over questions"},
+                      "method": "paired percentile bootstrap over questions"
+                      + (" and each system's files (seeds)" if several else "")},
         "right": f"score > {RIGHT} (several files: their mean score)",
         "a_right_b_wrong": _disagreement(qs, right_a & ~right_b),
         "b_right_a_wrong": _disagreement(qs, right_b & ~right_a),
@@ -155,8 +195,9 @@ def format_comparison(result: dict[str, Any]) -> str:
              f"{result['reproduces']}",
              f"  A      {result['a']['accuracy']:6.2f}  ({files(result['a'])})",
              f"  B      {result['b']['accuracy']:6.2f}  ({files(result['b'])})",
-             f"  B - A  {result['difference']:+6.2f}  95% CI [{low:+.2f}, {high:+.2f}] (paired "
-             f"bootstrap over questions, {boot['samples']} samples, seed {boot['seed']}): "
+             f"  B - A  {result['difference']:+6.2f}  95% CI [{low:+.2f}, {high:+.2f}] "
+             f"({boot['method'].replace('percentile ', '')}, {boot['samples']} samples, "
+             f"seed {boot['seed']}): "
              + ("contains 0, no clear difference" if result["ci_contains_zero"]
                 else "excludes 0"),
              f"  right: {result['right']}"]
