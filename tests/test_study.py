@@ -145,6 +145,7 @@ def test_a_study_killed_in_its_third_run_resumes(shapes_dir: Path, tmp_path: Pat
     assert row["n"] == "3" and row["seeds"] == "0 1 2"
     run = json.loads((killed / "alternating/base/seed2/summary.json").read_text())
     assert run["seed"] == 2 and run["deterministic"] and run["questions_trained"] == 2 * 300
+    assert 0 < run["train_seconds"] <= run["wall_seconds"]  # resumed mid-epoch: this session's time
 
 
 @pytest.mark.slow

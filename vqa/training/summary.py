@@ -51,7 +51,8 @@ class RunSummary(pl.Callback):
         self.questions = state["questions"]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._fit_start = time.monotonic()
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch: it starts now.
+        self._fit_start = self._epoch_start = time.monotonic()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.monotonic()
