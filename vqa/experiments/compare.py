@@ -131,13 +131,12 @@ def compare(questions: str | os.PathLike, annotations: str | os.PathLike | None,
     files = [*a, *b]
     check_same_questions(files, fmt.id_field)
     qs = question_scores(questions, annotations, files, fmt.name, version)
-    sa = np.mean(qs.scores[:len(a)], axis=0)  # (Q,) a question's mean over the seeds
-    sb = np.mean(qs.scores[len(a):], axis=0)
+    runs_a, runs_b = np.stack(qs.scores[:len(a)]), np.stack(qs.scores[len(a):])  # (k, Q)
+    sa, sb = runs_a.mean(0), runs_b.mean(0)  # (Q,) a question's mean over the seeds
     n = len(sa)
     several = len(a) > 1 or len(b) > 1
-    low, high = (seeds_bootstrap(np.stack(qs.scores[:len(a)]), np.stack(qs.scores[len(a):]),
-                                 samples, seed)
-                 if several else paired_bootstrap(sb - sa, samples, seed))
+    low, high = (seeds_bootstrap(runs_a, runs_b, samples, seed) if several
+                 else paired_bootstrap(sb - sa, samples, seed))
     right_a, right_b = sa > RIGHT, sb > RIGHT
     return {
         "dataset": fmt.name, "metric": fmt.scorer(version).metric, "reproduces": qs.reproduces,
