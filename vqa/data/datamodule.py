@@ -249,9 +249,11 @@ class VQADataModule(pl.LightningDataModule):
         """The dataset of split ``name`` (train, val, test, predict), built once."""
         if name not in self._datasets:
             data, sizes = self.preprocessed(name)
+            # Hooks score evaluation splits only: training items would carry unread inputs.
+            hooks = self.data_format(name).hooks if name != "train" else ()
             self._datasets[name] = VQADataset(
                 data, self._images(self._split(name), sizes, data.examples),
-                len(self.pipeline.answers), self.data_format(name).hooks)
+                len(self.pipeline.answers), hooks)
         return self._datasets[name]
 
     def _images(self, parts: list[Split], sizes: list[tuple[str | None, int]],

@@ -41,6 +41,7 @@ class ImageFiles:
         self._original: dict[int | str, tuple[int, int]] = {}
         self.memory = {iid: pipeline.image(p) for iid, p in tqdm(
             paths.items(), desc="caching images", unit="img")} if in_memory else None
+        self._last: tuple[int | str, torch.Tensor] | None = None
 
     def raw(self, image_id: int | str) -> torch.Tensor:
         """(3, H, W) uint8, resized as the model sees it."""
@@ -49,7 +50,11 @@ class ImageFiles:
         return self.pipeline.image(self.paths[image_id])
 
     def __getitem__(self, image_id: int | str) -> torch.Tensor:
-        return self.pipeline.normalize(self.raw(image_id))
+        """The normalised image; the last one is kept, as a batch grouped by image asks for it
+        once per question (``collate`` keeps one copy)."""
+        if self._last is None or self._last[0] != image_id:
+            self._last = (image_id, self.pipeline.normalize(self.raw(image_id)))
+        return self._last[1]
 
     def original_size(self, image_id: int | str) -> tuple[int, int]:
         """(width, height) of the upright image file, before resizing (read from its header
