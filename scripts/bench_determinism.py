@@ -90,7 +90,7 @@ def main() -> None:
               "seed": args.seed, "speed_cost_percent":
               100 * (1 - on["mean_questions_per_second"] / off["mean_questions_per_second"]),
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "torch": str(torch.__version__), "cpu": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(),
               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "modes": rows}
