@@ -26,7 +26,6 @@ from vqa._io import read_json, write_json
 from vqa.data.grounding import box_pixels, region_cover
 from vqa.evaluation import question_scores
 from vqa.inspector import Inspector
-from vqa.models import LEVELS
 
 COLUMNS = ("box1", "box2", "both", "none", "mass1", "mass2")
 
@@ -103,7 +102,8 @@ def analyse(checkpoint: str, data: Path, families: list[str]) -> dict[str, Any]:
         result["families"][family] = {
             "questions": len(rows), "two_boxes": len(two),
             "accuracy": 100 * sum(acc[questions[i]["question_id"]] for i in rows) / len(rows),
-            "levels": {lv: {k: float(v[li]) for k, v in stats.items()} for li, lv in enumerate(LEVELS)}}
+            "levels": {lv: {k: float(v[li]) for k, v in stats.items()}
+                       for li, lv in enumerate(inspector.module.model.maps.regions)}}
     return result
 
 

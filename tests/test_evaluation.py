@@ -9,13 +9,13 @@ import torch
 from official_reference import official_evaluate
 
 from vqa.benchmark import evaluate_files, format_table
+from vqa.data.accuracy import VQAAccuracy
 from vqa.data.datasets.vqa import load_vqa
 from vqa.data.example import ANSWER_TYPES
 from vqa.data.preprocess import soft_targets
 from vqa.data.scoring import VQAScore
 from vqa.data.vocab import Vocabulary, answer_vocabulary
 from vqa.evaluation import evaluate, read_results
-from vqa.training.metrics import VQAAccuracy
 
 POOL = ["yes", "Yes", "yes!", "no", "2", "two", "Two.", "3", "a dog", "dog", "the dog.", "hot-dog",
         "hot dog", "1,000", "1000", "st. louis", "dont", "don't", "red", "Red", "red\n", "cat"]

@@ -18,6 +18,7 @@ from torchmetrics.functional.classification import binary_average_precision
 
 from vqa.benchmark import average_precision, evaluate_files, format_table
 from vqa.cli import main, run
+from vqa.data.accuracy import VQAAccuracy
 from vqa.data.datasets import detect_format, formats, get_format
 from vqa.data.datasets.vizwiz import VizWizScore
 from vqa.data.example import image_paths
@@ -25,7 +26,6 @@ from vqa.data.preprocess import groups, soft_targets
 from vqa.data.scoring import ExactMatch, VQAScore
 from vqa.data.split import Split
 from vqa.data.vocab import Vocabulary
-from vqa.training.metrics import VQAAccuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = sorted(MAKERS)

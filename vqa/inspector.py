@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from vqa.data.pipeline import InputPipeline
-from vqa.models import LEVELS
+from vqa.models.attention import MapNames
 from vqa.training.module import VQAModule
-from vqa.viz import figure
+from vqa.viz import figure, side_by_side
 
 
 class UnknownWordsWarning(UserWarning):
@@ -42,8 +42,9 @@ def cut_question_message(tokens: int, read: int) -> str:
 class Answer:
     """A model's answer with what it looked at.
 
-    ``image``: (H, W, 3) uint8 as the model saw it; ``image_attention``: (L, N) over the grid
-    ``grid`` (row-major); ``question_attention``: (L, W) over ``words`` (subword tokens merged);
+    ``image``: (H, W, 3) uint8 as the model saw it; ``image_attention``: (M_v, N) over the grid
+    ``grid`` (row-major); ``question_attention``: (M_q, W) over ``words`` (subword tokens
+    merged); ``maps``: the names of their rows;
     ``top``: the most probable answers with their probabilities; ``known``: whether any word of
     the question is in the vocabulary; ``tokens``: the question's tokens, of which the model
     read the first ``read`` (the rest cut at the checkpoint's maximum question length).
@@ -56,6 +57,7 @@ class Answer:
     image_attention: np.ndarray
     question_attention: np.ndarray
     grid: tuple[int, int]
+    maps: MapNames
     known: bool = True
     tokens: int = 0
     read: int = 0
@@ -65,10 +67,13 @@ class Answer:
         return self.top[0][0]
 
     def figure(self, title: str | None = None):
-        """Image attention of each level over the image, word attention below (matplotlib)."""
-        title = title or f"Q: {self.question}\nA: {self.answer} ({self.top[0][1]:.2f})"
+        """Each map over the image, its word attention below (matplotlib)."""
         return figure(self.image, self.image_attention, self.question_attention, self.words,
-                      self.grid, LEVELS[: len(self.image_attention)], title)
+                      self.grid, self.maps, title or self.caption)
+
+    @property
+    def caption(self) -> str:
+        return f"Q: {self.question}\nA: {self.answer} ({self.top[0][1]:.2f})"
 
 
 class Inspector:
@@ -113,5 +118,14 @@ class Inspector:
         answers = self.pipeline.answers.tokens
         return Answer(question, q.words, [(answers[i], float(v)) for v, i in zip(p, idx, strict=True)],
                       raw.permute(1, 2, 0).numpy(), out["image_attention"][0].float().numpy(),
-                      q.merge(out["question_attention"][0]), tuple(self.pipeline.grid), q.known,
-                      tokens, read)
+                      q.merge(out["question_attention"][0]), tuple(self.pipeline.grid),
+                      self.module.model.maps, q.known, tokens, read)
+
+
+def compare(inspectors: dict[str, Inspector], image: str | os.PathLike | Image.Image,
+            question: str):
+    """Several checkpoints' region maps for one question, side by side (one row each, labelled
+    with the checkpoint's name and answer), each over the image as that model saw it."""
+    answers = {name: inspector.ask(image, question) for name, inspector in inspectors.items()}
+    return side_by_side([(f"{name}: {a.answer} ({a.top[0][1]:.2f})", a.image, a.image_attention,
+                          a.grid, a.maps) for name, a in answers.items()], f"Q: {question}")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from vqa.models.attention import MapNames
+
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float32)
@@ -58,28 +60,70 @@ def words_html(tokens: Sequence[str], weights: torch.Tensor | np.ndarray,
 
 def figure(image: np.ndarray, image_attention: torch.Tensor | np.ndarray,
            question_attention: torch.Tensor | np.ndarray, tokens: Sequence[str],
-           grid: tuple[int, int], levels: Sequence[str], title: str = ""):
-    """A matplotlib figure: the image, its attention overlay at each level (L, N), and a bar chart
-    of the word attention at each level (L, T). Built without pyplot, so it neither changes the
-    backend nor stays open: save it with ``savefig`` or show it with ``display`` in a notebook."""
+           grid: tuple[int, int], maps: MapNames, title: str = ""):
+    """A matplotlib figure: the image, then one column per map of ``maps``: its overlay over the
+    image (``image_attention`` (M_v, N), rows ``maps.regions``) and a bar chart of its word
+    attention (``question_attention`` (M_q, T), rows ``maps.words``); a side a map lacks reads
+    "none". Built without pyplot, so it neither changes the backend nor stays open: save it with
+    ``savefig`` or show it with ``display`` in a notebook."""
     from matplotlib.figure import Figure
 
     a_v, a_q = _numpy(image_attention), _numpy(question_attention)[:, : len(tokens)]
-    n = len(levels)
-    fig = Figure(figsize=(3 * (n + 1), 5.5))
-    axes = fig.subplots(2, n + 1, gridspec_kw={"height_ratios": [3, 2]})
+    names = maps.names
+    fig = Figure(figsize=(3 * (len(names) + 1), 5.5))
+    axes = fig.subplots(2, len(names) + 1, gridspec_kw={"height_ratios": [3, 2]}, squeeze=False)
     axes[0, 0].imshow(image)
-    axes[0, 0].set_title("image")
-    for i, level in enumerate(levels):
-        axes[0, i + 1].imshow(overlay(image, a_v[i], grid))
-        axes[0, i + 1].set_title(f"{level} level")
-        ax = axes[1, i + 1]
-        ax.bar(range(len(tokens)), a_q[i], color="darkorange")
-        ax.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=8)
-        ax.set_ylim(0, 1)
+    axes[0, 0].set_title("image" if names else "image (no attention maps)")
+    for i, name in enumerate(names):
+        top, bottom = axes[0, i + 1], axes[1, i + 1]
+        top.set_title(name)
+        if name in maps.regions:
+            top.imshow(overlay(image, a_v[maps.regions.index(name)], grid))
+        else:
+            _none(top, "no map over regions")
+        if name in maps.words:
+            bottom.bar(range(len(tokens)), a_q[maps.words.index(name)], color="darkorange")
+            bottom.set_xticks(range(len(tokens)), tokens, rotation=60, fontsize=8)
+            bottom.set_ylim(0, 1)
+        else:
+            _none(bottom, "no map over words")
     for ax in axes[0]:
         ax.axis("off")
     axes[1, 0].axis("off")
     axes[1, 0].text(0, 0.5, title, wrap=True, fontsize=9, va="center")
+    fig.tight_layout()
+    return fig
+
+
+def _none(ax, text: str) -> None:
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"none\n({text})", ha="center", va="center", fontsize=9, color="grey")
+
+
+def side_by_side(rows: Sequence[tuple[str, np.ndarray, torch.Tensor | np.ndarray, tuple[int, int],
+                                       MapNames]], title: str = ""):
+    """Several models' region maps for one question: one row per model, ``(label, image (H, W,
+    3) as it saw it, image_attention (M_v, N), grid, maps)``: the image, then each of its maps
+    over regions (a model without any shows "none")."""
+    from matplotlib.figure import Figure
+
+    width = max([len(m.regions) for *_, m in rows] + [1]) + 1
+    fig = Figure(figsize=(2.6 * width, 2.8 * len(rows)))
+    axes = fig.subplots(len(rows), width, squeeze=False)
+    for r, (label, image, attention, grid, maps) in enumerate(rows):
+        axes[r, 0].imshow(image)
+        axes[r, 0].set_title(label, fontsize=9)
+        a = _numpy(attention)
+        for i in range(1, width):
+            ax = axes[r, i]
+            ax.axis("off")
+            if i - 1 < len(maps.regions):
+                ax.imshow(overlay(image, a[i - 1], grid))
+                ax.set_title(maps.regions[i - 1], fontsize=9)
+            elif i == 1:
+                _none(ax, "no map over regions")
+        axes[r, 0].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,6 +1,7 @@
 """Grounding scores: does attention land on what the question refers to? (shapes dataset)
 
-Per co-attention level, over questions that refer to at least one object (or word):
+Per attention map (a HieCoAtt level, a SAN hop, a BAN glimpse, ...), over questions that refer to
+at least one object (or word), and per question family:
 
 * pointing accuracy: the most attended image region overlaps a referred object's box;
 * mass: the share of image attention inside the referred boxes (each region's weight spread
@@ -51,51 +52,72 @@ def region_cover(box_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 class GroundingScores(Metric):
-    """Pointing accuracy, attention mass in boxes and word hit rate per level, in percent.
+    """Pointing accuracy and attention mass in boxes per map over regions, word hit rate per map
+    over words, in percent; over all questions and per question family.
 
     Args:
-        levels: the names of the attention levels (the rows of the model's attention maps).
+        region_maps: the names of the rows of the model's maps over regions.
+        word_maps: the names of the rows of its maps over words.
+        families: the question families (index ``f`` of ``update``'s ``family``).
     """
 
     full_state_update = False
 
-    def __init__(self, levels: tuple[str, ...], **kwargs) -> None:
+    def __init__(self, region_maps: tuple[str, ...], word_maps: tuple[str, ...],
+                 families: tuple[str, ...] = (), **kwargs) -> None:
         super().__init__(**kwargs)
-        self.levels = levels
-        for name in ("pointing", "mass", "word_hit"):
-            self.add_state(name, torch.zeros(len(levels), dtype=torch.float64), dist_reduce_fx="sum")
+        self.region_maps, self.word_maps, self.families = region_maps, word_maps, families
+        f = len(families) + 1  # row 0: every question; row 1 + i: family i
+        for name, maps in (("pointing", region_maps), ("mass", region_maps), ("word_hit", word_maps)):
+            self.add_state(name, torch.zeros(f, len(maps), dtype=torch.float64), dist_reduce_fx="sum")
         for name in ("boxed", "worded"):
-            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(name, torch.zeros(f, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add(self, state: str, values: torch.Tensor, kept: torch.Tensor,
+             family: torch.Tensor | None) -> None:
+        """Sum ``values`` (B, ...) of the ``kept`` (B,) questions into row 0 and their family's."""
+        total = getattr(self, state)
+        total[0] += values[kept].sum(0).double()
+        if family is not None and self.families:
+            fam, kept_values = family[kept], values[kept].double()
+            known = fam >= 0  # -1: no family, counted in row 0 only
+            total.index_add_(0, fam[known] + 1, kept_values[known])
 
     def update(self, image_attention: torch.Tensor, question_attention: torch.Tensor,
                box_mask: torch.Tensor, word_mask: torch.Tensor, grid: tuple[int, int],
-               token_words: torch.Tensor | None = None) -> None:
-        """``image_attention`` (B, L, N), ``question_attention`` (B, L, T), ``box_mask`` (B, H, W)
-        pixels inside referred boxes, ``word_mask`` (B, T') referring tokens (T' >= T),
-        ``token_words`` (B, T') each token's word (-1: none; ``None``: tokens are words)."""
+               token_words: torch.Tensor | None = None, family: torch.Tensor | None = None) -> None:
+        """``image_attention`` (B, M_v, N), ``question_attention`` (B, M_q, T), ``box_mask`` (B,
+        H, W) pixels inside referred boxes, ``word_mask`` (B, T') referring tokens (T' >= T),
+        ``token_words`` (B, T') each token's word (-1: none; ``None``: tokens are words),
+        ``family`` (B,) each question's family index (-1: none)."""
         cover = region_cover(box_mask, grid)  # (B, N)
         boxed = cover.sum(1) > 0  # (B,)
-        top = image_attention.argmax(-1)  # (B, L)
-        pointing = cover.gather(1, top) > 0  # (B, L)
-        mass = (image_attention * cover[:, None]).sum(-1)  # (B, L, N) -> (B, L)
-        self.pointing += pointing[boxed].sum(0).double()
-        self.mass += mass[boxed].sum(0).double()
-        self.boxed += boxed.sum()
+        top = image_attention.argmax(-1)  # (B, M_v)
+        pointing = (cover.gather(1, top) > 0).double()  # (B, M_v)
+        mass = (image_attention * cover[:, None]).sum(-1)  # (B, M_v, N) -> (B, M_v)
+        self._add("pointing", pointing, boxed, family)
+        self._add("mass", mass, boxed, family)
+        self._add("boxed", torch.ones_like(boxed, dtype=torch.float64), boxed, family)
         t = question_attention.shape[-1]
         words = word_mask[:, :t]  # (B, T)
         if token_words is not None:
             question_attention, words = merge_words(question_attention, words, token_words[:, :t])
         worded = words.any(1)  # (B,)
-        hit = words.gather(1, question_attention.argmax(-1))  # (B, L)
-        self.word_hit += hit[worded].sum(0).double()
-        self.worded += worded.sum()
+        hit = words.gather(1, question_attention.argmax(-1)).double()  # (B, M_q)
+        self._add("word_hit", hit, worded, family)
+        self._add("worded", torch.ones_like(worded, dtype=torch.float64), worded, family)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """``{map}/pointing``, ``{map}/mass``, ``{map}/word_hit`` over every question, and
+        ``{map}/{family}/...`` per family."""
         out = {}
-        for i, level in enumerate(self.levels):
-            if self.boxed > 0:
-                out[f"{level}/pointing"] = 100 * self.pointing[i] / self.boxed
-                out[f"{level}/mass"] = 100 * self.mass[i] / self.boxed
-            if self.worded > 0:
-                out[f"{level}/word_hit"] = 100 * self.word_hit[i] / self.worded
+        for row, family in enumerate(("", *self.families)):
+            part = f"/{family}" if family else ""
+            for i, name in enumerate(self.region_maps):
+                if self.boxed[row] > 0:
+                    out[f"{name}{part}/pointing"] = 100 * self.pointing[row, i] / self.boxed[row]
+                    out[f"{name}{part}/mass"] = 100 * self.mass[row, i] / self.boxed[row]
+            for i, name in enumerate(self.word_maps):
+                if self.worded[row] > 0:
+                    out[f"{name}{part}/word_hit"] = 100 * self.word_hit[row, i] / self.worded[row]
         return out

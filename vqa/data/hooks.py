@@ -18,6 +18,7 @@ torch is imported where it is used: a dataset module that lists hooks still impo
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class HookContext:
     """What hooks know of the model: its input pipeline (answers, region grid) and the names of
-    its attention levels."""
+    its attention maps over regions and over words (the rows of ``image_attention`` and
+    ``question_attention``)."""
 
     pipeline: InputPipeline
-    levels: tuple[str, ...]
+    region_maps: tuple[str, ...]
+    word_maps: tuple[str, ...]
 
 
 class Hook:
@@ -185,17 +188,64 @@ class Answerability(Hook):
             entry["answerable"] = float(row["answerable"])
 
 
+_FAMILIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # dataset -> its families
+
+
+def families(dataset: VQADataset) -> tuple[str, ...]:
+    """The question families (``question_type``) of a split's grounded questions, sorted (found
+    once per dataset)."""
+    if dataset not in _FAMILIES:
+        _FAMILIES[dataset] = tuple(sorted({ex.question_type for ex in dataset.examples
+                                           if "grounding" in ex.extra and ex.question_type}))
+    return _FAMILIES[dataset]
+
+
+def _grounded(dataset: VQADataset) -> bool:
+    return dataset.images.key == "image" and any("grounding" in ex.extra for ex in dataset.examples)
+
+
+class Families(Hook):
+    """Accuracy per question family (``question_type``) on splits that know where every object
+    is (the shapes dataset, whose families test different skills: ``relation``, ``count``, ...),
+    logged as ``vqa_acc/family/{family}``; the ``family`` input also splits the grounding scores.
+    The VQA benchmarks' own categories stay the answer types."""
+
+    name = "families"
+
+    def applies(self, dataset: VQADataset) -> bool:
+        return _grounded(dataset)
+
+    def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
+        """``family`` (), the question family's index in ``families(dataset)`` (-1: none)."""
+        import torch
+
+        names, kind = families(dataset), dataset.examples[i].question_type
+        return {"family": torch.tensor(names.index(kind) if kind in names else -1)}
+
+    def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
+        from vqa.data.accuracy import VQAAccuracy
+
+        return VQAAccuracy(families(dataset))
+
+    def update(self, metric: Metric, batch: Batch, out: dict[str, torch.Tensor],
+               probabilities: torch.Tensor, context: HookContext) -> None:
+        metric.update(probabilities, batch.target, batch.extra["family"][:, None], batch.scored)
+
+    def compute(self, metric: Metric) -> dict[str, torch.Tensor]:
+        return {f"vqa_acc/family/{k}": v for k, v in metric.compute().items() if k}
+
+
 class Grounding(Hook):
     """The shapes dataset's ground truth (the boxes of the objects a question refers to and the
-    positions of the words naming them): per attention level, pointing accuracy, attention mass
-    in the boxes and word hit rate (``vqa.data.grounding``), logged as ``grounding/{level}/...``.
-    Applies to splits read from image files whose annotations carry ``grounding``."""
+    positions of the words naming them): per attention map, pointing accuracy, attention mass in
+    the boxes and word hit rate (``vqa.data.grounding``), logged as ``grounding/{map}/...`` and
+    per question family as ``grounding/{map}/{family}/...``. Applies to splits read from image
+    files whose annotations carry ``grounding``."""
 
     name = "grounding"
 
     def applies(self, dataset: VQADataset) -> bool:
-        return dataset.images.key == "image" and any(
-            "grounding" in ex.extra for ex in dataset.examples)
+        return _grounded(dataset)
 
     def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
         """``boxes`` (H, W) bool, the pixels inside the referred boxes in the resized image;
@@ -218,14 +268,14 @@ class Grounding(Hook):
     def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
         from vqa.data.grounding import GroundingScores
 
-        return GroundingScores(context.levels)
+        return GroundingScores(context.region_maps, context.word_maps, families(dataset))
 
     def update(self, metric: Metric, batch: Batch, out: dict[str, torch.Tensor],
                probabilities: torch.Tensor, context: HookContext) -> None:
         grid = context.pipeline.region_grid(out["image_attention"].shape[-1])
         e = batch.extra
         metric.update(out["image_attention"], out["question_attention"], e["boxes"], e["words"],
-                      grid, e["token_words"])
+                      grid, e["token_words"], e.get("family"))
 
     def compute(self, metric: Metric) -> dict[str, torch.Tensor]:
         return {f"grounding/{k}": v for k, v in metric.compute().items()}

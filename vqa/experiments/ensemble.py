@@ -30,7 +30,6 @@ from vqa.data.datamodule import VQADataModule
 from vqa.data.dataset import VQADataset
 from vqa.data.hooks import HookContext, predict
 from vqa.data.split import Split
-from vqa.models import LEVELS
 from vqa.training.results import results_entries
 
 KEYS = ("question_id", "probabilities", "answers")
@@ -174,7 +173,7 @@ def ensemble(configs: Sequence[str], paths: Sequence[str | os.PathLike], out: st
     vocabulary = np.array(list(dm.pipeline.answers.tokens), dtype=str)
     wanted = np.array([ex.question_id for ex in dataset.examples], np.int64)
     batches = hook_batches(dataset)
-    context = HookContext(dm.pipeline, LEVELS)
+    context = HookContext(dm.pipeline, (), ())  # predictions only: no attention maps
     parts = dm.splits["predict"] if isinstance(dm.splits["predict"], list) else [
         dm.splits["predict"]]
     scored = len(parts) == 1 and all(ex.answers for ex in dataset.examples)

@@ -28,13 +28,21 @@ def run_row(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     """One run's metrics (``val/`` dropped from the names) and costs."""
     best = {k.removeprefix("val/"): v for k, v in summary["best"].items()
             if k not in ("epoch", "step", "val/loss")}
-    pointing = [v for k, v in best.items() if k.startswith("grounding/") and k.endswith("/pointing")]
+    pointing = {k: v for k, v in best.items() if _map_pointing(k)}
     if pointing:
-        best["grounding/best/pointing"] = max(pointing)
+        top = max(pointing, key=pointing.get)
+        best["grounding/best/pointing"] = pointing[top]
+        best["grounding/best/map"] = top.split("/")[1]
     return {"config": run.config, "overlay": run.overlay, "seed": run.seed,
             "monitor": (summary.get("monitor") or "").removeprefix("val/"),
             "best_epoch": summary["best"].get("epoch"), **best,
             **{k: summary.get(k) for k in COST}}
+
+
+def _map_pointing(key: str) -> bool:
+    """``grounding/{map}/pointing``: a map's pointing over every question (not per family)."""
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == "grounding" and parts[2] == "pointing"
 
 
 def gather(runs: Sequence[Run], out: Path) -> list[dict[str, Any]]:
@@ -87,7 +95,10 @@ def markdown(table: list[dict[str, Any]], header: str = "") -> str:
     keys = list(dict.fromkeys(k.removesuffix("_mean") for row in table for k in row
                               if k.endswith("_mean")))
     categories = [k for k in keys if k.startswith(f"{monitor}/")]
-    pointing = sorted((k for k in keys if k.startswith("grounding/") and k.endswith("/pointing")),
+    # Per-map pointing for the maps every row has (a HieCoAtt table's levels); a table of
+    # mechanisms with different maps shows each row's best (table.csv has every map).
+    common = set.intersection(*({k for k in row if k.endswith("_mean")} for row in table))
+    pointing = sorted((k for k in keys if _map_pointing(k) and f"{k}_mean" in common),
                       key=lambda k: (k != "grounding/best/pointing", k))
     columns = [monitor, *categories, *pointing]
     names = ["config", "overlay", "n", *columns, "parameters", "train q/s", "wall min"]

@@ -1,8 +1,8 @@
 """Lightning training: the module, the benchmark-accuracy metric and the callbacks."""
 
+from vqa.data.accuracy import VQAAccuracy
 from vqa.training.attention_table import AttentionTable
 from vqa.training.human_attention import HumanAttention
-from vqa.training.metrics import VQAAccuracy
 from vqa.training.module import VQAModule
 from vqa.training.progress import EpochLog
 from vqa.training.results import ResultsWriter

@@ -1,10 +1,11 @@
 """``AttentionTable``: each validation epoch, a W&B table of what the model attends to.
 
 For a fixed set of validation questions (the first ``num_examples`` that rank zero validates) a row
-holds the image, the image attention of each level overlaid on it, the question with every word
-coloured by its attention at each level (subword tokens merged into words), the predicted answer,
-the human answers and the VQA score. Attention comes from what ``validation_step`` returns: no
-second forward pass. Images and words come from the data module's ``view``.
+holds the image, each of the model's maps over regions overlaid on it, the question with every word
+coloured by each map over words (subword tokens merged into words), the predicted answer, the
+human answers and the VQA score. The maps are the model's (``model.maps``): a HieCoAtt level, a
+SAN hop, a BAN glimpse; a map without a side shows none there. Attention comes from what
+``validation_step`` returns: no second forward pass. Images and words come from the data module's ``view``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
 from vqa._io import atomic_save, write_json
-from vqa.models import LEVELS
+from vqa.models.attention import MapNames
 from vqa.viz import overlay, words_html
 
 
@@ -28,8 +29,8 @@ class AttentionTable(pl.Callback):
     Args:
         num_examples: validation questions in the table.
         export: also write the table into the run folder (``files/attention/epoch_*/``): a PNG per
-            question (image, then the word, phrase and question level overlays) and
-            ``table.json``. W&B itself keeps a table's images in the run's table artifact.
+            question (the image, then its overlay for each map over regions) and ``table.json``.
+            W&B itself keeps a table's images in the run's table artifact.
     """
 
     def __init__(self, num_examples: int = 16, export: bool = True) -> None:
@@ -58,8 +59,8 @@ class AttentionTable(pl.Callback):
             if qid in wanted:
                 pred = int(outputs["answer"][row])
                 self.rows[qid] = {
-                    "image_attention": outputs["image_attention"][row].float().cpu(),  # (L, N)
-                    "question_attention": outputs["question_attention"][row].float().cpu(),  # (L, T)
+                    "image_attention": outputs["image_attention"][row].float().cpu(),  # (M_v, N)
+                    "question_attention": outputs["question_attention"][row].float().cpu(),  # (M_q, T)
                     "answer": pred, "score": float(batch.target[row, pred]),
                 }
 
@@ -70,9 +71,10 @@ class AttentionTable(pl.Callback):
 
         dm = trainer.datamodule
         answers = pl_module.pipeline.answers.tokens
+        maps = pl_module.model.maps
         grid = pl_module.pipeline.region_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
-        columns = ["question_id", "image", *(f"{lvl} attention" for lvl in LEVELS), "question",
-                   "prediction", "human answers", "vqa score"]
+        columns = ["question_id", "image", *(f"{name} attention" for name in maps.regions),
+                   "question", "prediction", "human answers", "vqa score"]
         data, export = [], []
         for qid in self.question_ids or []:
             if qid not in self.rows:
@@ -80,10 +82,11 @@ class AttentionTable(pl.Callback):
             r, view = self.rows[qid], dm.view("val", qid)
             ex, question, image = view.example, view.question, view.image
             overlays = [overlay(image, a, grid) for a in r["image_attention"]] if (
-                image is not None) else [None] * len(LEVELS)
-            words = question.merge(r["question_attention"])  # (L, T) -> (L, W)
-            html = "".join(words_html(question.words, words[i], lvl)
-                           for i, lvl in enumerate(LEVELS))
+                image is not None) else [None] * len(maps.regions)
+            words = question.merge(r["question_attention"])  # (M_q, T) -> (M_q, W)
+            html = "".join(words_html(question.words, words[i], name)
+                           for i, name in enumerate(maps.words)) or words_html(
+                question.words, np.zeros(len(question.words)), "no attention over words")
             prediction = answers[r["answer"]]
             media = [None if x is None else wandb.Image(x) for x in (image, *overlays)]
             data.append([qid, *media, wandb.Html(html), prediction, ", ".join(ex.answers),
@@ -97,15 +100,19 @@ class AttentionTable(pl.Callback):
                 lg.log_table("val/attention", columns=columns, data=data, step=trainer.global_step)
                 if self.export:
                     _export(Path(lg.experiment.dir) / "attention" /
-                            f"epoch_{trainer.current_epoch:03d}", export)
+                            f"epoch_{trainer.current_epoch:03d}", export, maps)
 
 
-def _export(folder: Path, rows: list[tuple[int, np.ndarray | None, dict[str, Any]]]) -> None:
+def _export(folder: Path, rows: list[tuple[int, np.ndarray | None, dict[str, Any]]],
+            maps: MapNames) -> None:
     """The table as files in the run folder (uploaded with the run): per question a PNG of the
-    image and its overlay at each level side by side, and ``table.json`` with the rest."""
+    image and its overlay for each map over regions side by side, and ``table.json`` with the
+    rest (``word_attention`` rows are ``maps.words``)."""
     for qid, strip, _ in rows:
         if strip is None:  # cached features and no image folder: nothing to draw
             continue
         atomic_save(folder / f"{qid}.png", lambda tmp, strip=strip: Image.fromarray(strip).save(
             tmp, format="PNG"))
-    write_json(folder / "table.json", {"levels": list(LEVELS), "rows": [r for _, _, r in rows]})
+    write_json(folder / "table.json", {"maps": {"regions": list(maps.regions),
+                                                "words": list(maps.words)},
+                                       "rows": [r for _, _, r in rows]})

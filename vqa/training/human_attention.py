@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqa.models import LEVELS
-
 _NAME = re.compile(r"^(\d+)_(\d+)\.png$")
 
 
@@ -64,17 +62,18 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def resize_attention(attention: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]
                      ) -> np.ndarray:
-    """Region attention (L, N) on ``grid`` -> (L, size[0] * size[1]) by area interpolation."""
-    maps = attention.float().reshape(-1, 1, *grid)  # (L, 1, h, w)
+    """Region attention (M, N) on ``grid`` -> (M, size[0] * size[1]) by area interpolation."""
+    maps = attention.float().reshape(-1, 1, *grid)  # (M, 1, h, w)
     if size[0] <= grid[0] and size[1] <= grid[1]:
         out = F.interpolate(maps, size=size, mode="area")  # shrink: average the cells
     else:
         out = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    return out.flatten(1).cpu().numpy()  # (L, size[0] * size[1])
+    return out.flatten(1).cpu().numpy()  # (M, size[0] * size[1])
 
 
 class HumanAttention(pl.Callback):
-    """Logs ``val/hat/{level}/rank_correlation`` for the validation questions that have maps.
+    """Logs ``val/hat/{map}/rank_correlation``, for each of the model's maps over regions, for
+    the validation questions that have human maps.
 
     Args:
         hat_dir: folder of ``{question_id}_{k}.png`` human attention maps.
@@ -85,13 +84,13 @@ class HumanAttention(pl.Callback):
         self.hat_dir, self.size = hat_dir, tuple(size)
         self.maps = read_hat(hat_dir)
         self._resized: dict[Path, np.ndarray] = {}  # human maps on the common grid, read once
-        self.sums = torch.zeros(len(LEVELS), dtype=torch.float64)
+        self.sums = torch.zeros(0, dtype=torch.float64)  # per map over regions (epoch start)
         self.count = torch.zeros((), dtype=torch.float64)
 
     def score(self, attention: torch.Tensor, grid: tuple[int, int], paths: list[Path]
               ) -> np.ndarray:
-        """(L,) correlation of each level's map (L, N) with the human maps, averaged over them."""
-        model = resize_attention(attention, grid, self.size)  # (L, S)
+        """(M,) correlation of each map (M, N) with the human maps, averaged over them."""
+        model = resize_attention(attention, grid, self.size)  # (M, S)
         for p in paths:
             if p not in self._resized:
                 self._resized[p] = load_map(p, self.size)
@@ -100,7 +99,7 @@ class HumanAttention(pl.Callback):
                          for level in model])
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.sums.zero_()
+        self.sums = torch.zeros(len(pl_module.model.maps.regions), dtype=torch.float64)
         self.count.zero_()
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -108,7 +107,7 @@ class HumanAttention(pl.Callback):
                                 dataloader_idx: int = 0) -> None:
         if trainer.sanity_checking or not isinstance(outputs, dict):
             return
-        attention = outputs["image_attention"]  # (B, L, N)
+        attention = outputs["image_attention"]  # (B, M, N)
         grid = pl_module.pipeline.region_grid(attention.shape[-1])
         for row, qid in enumerate(batch.question_id.tolist()):
             if qid in self.maps:
@@ -123,6 +122,6 @@ class HumanAttention(pl.Callback):
         sums = trainer.strategy.reduce(self.sums.to(pl_module.device), reduce_op="sum")
         count = trainer.strategy.reduce(self.count.to(pl_module.device), reduce_op="sum")
         if count > 0:
-            for i, level in enumerate(LEVELS):
-                pl_module.log(f"val/hat/{level}/rank_correlation", (sums[i] / count).float())
+            for i, name in enumerate(pl_module.model.maps.regions):
+                pl_module.log(f"val/hat/{name}/rank_correlation", (sums[i] / count).float())
             pl_module.log("val/hat/questions", count.float())

@@ -15,12 +15,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
+from vqa.data.accuracy import VQAAccuracy
 from vqa.data.batch import Batch
 from vqa.data.datamodule import STAGE_SPLITS
 from vqa.data.hooks import Hook, HookContext, predict
 from vqa.data.pipeline import InputPipeline
-from vqa.models import LEVELS
-from vqa.training.metrics import VQAAccuracy
 
 EVAL_STAGES = ("val", "test")
 
@@ -31,12 +30,12 @@ def rmsprop(params: Any) -> torch.optim.Optimizer:
 
 
 class VQAModule(pl.LightningModule):
-    """Trains any model with the ``HieCoAtt`` interface; what a dataset asks beyond the answer
+    """Trains any model with the ``VQAModel`` interface; what a dataset asks beyond the answer
     (multiple choice, answerability, grounding) comes from the data's hooks (``vqa.data.hooks``).
 
     Args:
         model: maps ``question``, ``question_mask`` and ``image`` or ``features`` to a dict with
-            ``logits`` (B, A) and attention maps.
+            ``logits`` (B, A) and attention maps named by its ``maps`` (``vqa.models.VQAModel``).
         loss: ``softmax``: cross-entropy on the training answer (``multiple_choice_answer``), as
             in the paper; ``bce``: binary cross-entropy on the soft scores of all answers (summed
             over answers).
@@ -110,7 +109,8 @@ class VQAModule(pl.LightningModule):
                 "training stopped before the optimiser step")
 
     def _context(self) -> HookContext:
-        return HookContext(self.pipeline, LEVELS)
+        maps = self.model.maps
+        return HookContext(self.pipeline, maps.regions, maps.words)
 
     def _answer_logits(self, logits: torch.Tensor, batch: Batch, split: str) -> torch.Tensor:
         """The logits the answer is picked from (a multiple-choice hook restricts them)."""

@@ -17,7 +17,7 @@ from typing import Any
 from vqa._io import gc_paused, read_json
 from vqa.data.example import HUMAN_ANSWERS, Example
 from vqa.data.format import DataFormat
-from vqa.data.hooks import Grounding, MultipleChoice
+from vqa.data.hooks import Families, Grounding, MultipleChoice
 from vqa.data.scoring import VQAScore
 
 _QUESTION_FIELDS = {"image_id": int, "question": str, "question_id": int}
@@ -144,4 +144,5 @@ def detect(data: Any, annotations: str | None = None) -> bool:
         and "question_id" in qs[0] and "image_id" in qs[0]
 
 
-FORMAT = DataFormat("vqa", load_vqa, VQAScore, detect, hooks=(MultipleChoice(), Grounding()))
+FORMAT = DataFormat("vqa", load_vqa, VQAScore, detect,
+                    hooks=(MultipleChoice(), Families(), Grounding()))
