@@ -24,7 +24,7 @@ from vqa.models.dropout import Dropout
 
 def key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, S) real keys -> (B, 1, 1, S) for every head and query; a row without a real key
-    attends to all of them (finite; such a question's outputs are masked later)."""
+    attends to all of them (finite), and ``MultiHeadAttention`` then zeroes its output."""
     if mask is None:
         return None
     return (mask | ~mask.any(1, keepdim=True))[:, None, None, :]
@@ -59,6 +59,8 @@ class MultiHeadAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                  dropout_p=self.p if self.training else 0.0)
+        if y_mask is not None:  # nothing to attend to (an empty question): no message
+            out = out * y_mask.any(1).to(out.dtype)[:, None, None, None]
         return self.o(out.transpose(1, 2).flatten(2)), weights  # (B, M, D)
 
 
