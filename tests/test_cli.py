@@ -111,21 +111,24 @@ def test_an_attention_mechanism_is_one_module_and_one_config(
     doc = (ROOT / "docs/attention.md").read_text()
     module, config = (re.search(rf"```{lang}\n(# {name}.*?)```", doc, re.DOTALL).group(1)
                       for lang, name in (("python", "mylab/attention.py"),
-                                         ("yaml", "configs/mylab/guided.yaml")))
+                                         ("yaml", "configs/mylab/glimpses.yaml")))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "mylab").mkdir()
     (tmp_path / "mylab/__init__.py").write_text("")
     (tmp_path / "mylab/attention.py").write_text(module)
-    (tmp_path / "guided.yaml").write_text(config)
+    (tmp_path / "glimpses.yaml").write_text(config)
     tiny = {"trainer": {"max_epochs": 1, "limit_train_batches": 3, "enable_progress_bar": False},
             "data": {"train": split(shapes_dir, "train"), "val": split(shapes_dir, "val"),
                      "batch_size": 16}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
-    cli = run(["fit", "-c", CONFIG, "-c", "guided.yaml", "-c", "tiny.yaml"])
-    assert type(cli.model.model.coattention[0]).__name__ == "GuidedImageAttention"
-    assert 0 <= float(cli.trainer.callback_metrics["val/grounding/question/pointing"]) <= 100
-    assert Path("runs/shapes/guided/checkpoints/best.ckpt").is_file()
+    cli = run(["fit", "-c", CONFIG, "-c", "glimpses.yaml", "-c", "tiny.yaml"])
+    assert type(cli.model.model.attention).__name__ == "Glimpses"
+    metrics = cli.trainer.callback_metrics
+    for key in ("glimpse1/pointing", "glimpse2/mass", "words/word_hit", "glimpse1/relation/pointing"):
+        assert 0 <= float(metrics[f"val/grounding/{key}"]) <= 100
+    assert "val/grounding/words/pointing" not in metrics  # a map over words only
+    assert Path("runs/shapes/glimpses/checkpoints/best.ckpt").is_file()
 
 
 def test_older_answer_widths_load_as_saved_or_are_refused(shapes_dir: Path, tmp_path: Path,
@@ -255,3 +258,47 @@ def test_help_lists_every_command_and_tools_start_without_torch(shapes_dir: Path
     assert "shapes dataset written" in printed["make-shapes"]
     assert "100.00" in printed["evaluate"]  # the humans' own most common answers
     assert "error: " in printed["check-features"] and "no feature cache here" in printed["check-features"]
+
+
+PRESETS = {  # overlay: (mechanism, loss, optimiser, answers, epochs)
+    "mcan_small": ("ModularCoAttention", "bce", "torch.optim.Adam", 3129, 13),
+    "butd": ("TopDownAttention", "bce", "torch.optim.Adamax", 3129, 30),
+    "ban8": ("BilinearAttention", "bce", "torch.optim.Adamax", 3129, 13),
+    "san2": ("StackedAttention", "softmax", "vqa.training.module.rmsprop", 1000, 30),
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_mechanism_presets_parse_in_their_papers_setting(preset: str,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "-c", str(ROOT / "configs/vqa2/alternating_resnet152.yaml"),
+              "-c", str(ROOT / f"configs/vqa2/{preset}.yaml"), "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    mechanism, loss, optimizer, answers, epochs = PRESETS[preset]
+    module = printed["model"]
+    assert module["model"]["class_path"] == "vqa.models.VQAModel"
+    assert module["model"]["init_args"]["attention"]["class_path"] == f"vqa.models.{mechanism}"
+    assert module["loss"] == loss and printed["data"]["num_answers"] == answers
+    assert (module["optimizer"] if isinstance(module["optimizer"], str)
+            else module["optimizer"]["class_path"]) == optimizer
+    assert printed["trainer"]["max_epochs"] == epochs
+    assert printed["trainer"]["default_root_dir"] == f"runs/vqa2/{preset}"
+    if preset == "mcan_small":
+        assert module["optimizer"]["init_args"]["betas"] == [0.9, 0.98]
+        assert module["scheduler"]["init_args"] == {"warmup": 3, "milestones": [10, 12], "gamma": 0.2}
+        assert module["model"]["init_args"]["attention"]["init_args"]["depth"] == 6
+
+
+def test_warmup_schedule_follows_mcan_and_ban() -> None:
+    from vqa.training import WarmupMultiStepLR
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    schedule = WarmupMultiStepLR(opt, warmup=3, milestones=[10, 12], gamma=0.2)
+    rates = []
+    for _ in range(13):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert rates == pytest.approx([2.5e-5, 5e-5, 7.5e-5, *[1e-4] * 7, 2e-5, 2e-5, 4e-6])

@@ -24,11 +24,12 @@ class NoAttention(Attention):
     Args:
         dim: feature size ``d`` of regions and words.
         dropout: on the fused vector and in the answer MLP.
-        hidden: size of ``h``, and the answer MLP's hidden layer.
+        hidden: size of ``h``, and the answer MLP's hidden layer (default 2 d).
     """
 
-    def __init__(self, dim: int = 512, dropout: float = 0.5, hidden: int = 1024) -> None:
+    def __init__(self, dim: int = 512, dropout: float = 0.5, hidden: int | None = None) -> None:
         super().__init__()
+        hidden = hidden or 2 * dim
         self.w_v = nn.Linear(dim, hidden)
         self.w_q = nn.Linear(dim, hidden)
         self.out_dim = hidden

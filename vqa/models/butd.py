@@ -54,13 +54,14 @@ class TopDownAttention(Attention):
         dim: feature size ``d`` of regions and question.
         dropout: on ``y`` before the scores, and before the answer layers (the paper does not
             say where it drops out; bottom-up-attention-vqa drops out there).
-        hidden: size of the gated tanh layers (the paper: 512).
+        hidden: size of the gated tanh layers (default ``d``; the paper: 512).
     """
 
     maps = MapNames(("top-down",))
 
-    def __init__(self, dim: int = 512, dropout: float = 0.5, hidden: int = 512) -> None:
+    def __init__(self, dim: int = 512, dropout: float = 0.5, hidden: int | None = None) -> None:
         super().__init__()
+        hidden = hidden or dim
         self.f_a_v = nn.Linear(dim, 2 * hidden)  # f_a's weights on v_i (with its biases)
         self.f_a_q = nn.Linear(dim, 2 * hidden, bias=False)  # ... and on q
         self.w_a = nn.Linear(hidden, 1)

@@ -36,11 +36,13 @@ class StackedAttention(Attention):
         dropout: on ``h_A`` before the scores (as HieCoAtt's modules do; the SAN paper does not
             say where it drops out) and before the answer layer.
         hops: stacked attention layers (the paper's best: 2).
-        hidden: attention size ``k``.
+        hidden: attention size ``k`` (default ``d``).
     """
 
-    def __init__(self, dim: int = 512, dropout: float = 0.5, hops: int = 2, hidden: int = 512) -> None:
+    def __init__(self, dim: int = 512, dropout: float = 0.5, hops: int = 2,
+                 hidden: int | None = None) -> None:
         super().__init__()
+        hidden = hidden or dim
         self.w_i = nn.ModuleList(nn.Linear(dim, hidden, bias=False) for _ in range(hops))
         self.w_q = nn.ModuleList(nn.Linear(dim, hidden) for _ in range(hops))  # bias: b_A
         self.w_p = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(hops))
