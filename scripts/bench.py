@@ -1,4 +1,10 @@
-"""Benchmark: HieCoAtt training and inference speed at the paper's sizes, and the data path's rate.
+"""Benchmark: every attention mechanism's training and inference speed at its paper's sizes, and the
+data path's rate.
+
+Mechanisms (``--variants``): HieCoAtt's parallel and alternating co-attention (d = k = 512, the
+hierarchical question encoder), and, with a 1-layer LSTM question encoder, the no-attention
+baseline (d = 512), SAN-2 (d = k = 512), BUTD (d = 1024), MCAN-small (d = 512, 6 layers of 8 heads)
+and BAN-8 (d = 1280), each at its paper's width over the same grid features.
 
 Model: every configuration (variant x answers x batch x questions per image x precision x compile)
 runs in a fresh subprocess on random inputs resident on the device: 196 regions of 2048-d float16
@@ -37,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +54,40 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vqa._io import read_json, write_json
-from vqa.models import AlternatingCoAttention, HieCoAtt, ParallelCoAttention
+from vqa.models import (
+    AlternatingCoAttention,
+    BilinearAttention,
+    HieCoAtt,
+    LSTMQuestionEncoder,
+    ModularCoAttention,
+    NoAttention,
+    ParallelCoAttention,
+    StackedAttention,
+    TopDownAttention,
+    VQAModel,
+)
 
 if TYPE_CHECKING:
     from vqa.data import Split
 
-VARIANTS = {"parallel": ParallelCoAttention, "alternating": AlternatingCoAttention}
+SINGLE_LEVEL = {  # mechanism, d, dropout: each paper's setting (configs/vqa2/*.yaml)
+    "none": (NoAttention, 512, 0.5),
+    "san2": (partial(StackedAttention, hops=2), 512, 0.5),
+    "butd": (TopDownAttention, 1024, 0.5),
+    "mcan_small": (partial(ModularCoAttention, depth=6, heads=8), 512, 0.1),
+    "ban8": (partial(BilinearAttention, glimpses=8, rank=3), 1280, 0.2),
+}
+VARIANTS = ["parallel", "alternating", *SINGLE_LEVEL]
+
+
+def build(variant: str, vocab: int, answers: int) -> nn.Module:
+    """The model of ``variant`` at its paper's sizes over 2048-d grid features."""
+    if variant in ("parallel", "alternating"):
+        coattention = ParallelCoAttention if variant == "parallel" else AlternatingCoAttention
+        return HieCoAtt(vocab, answers, coattention=coattention, image_dim=FEATURE_DIM)
+    attention, dim, dropout = SINGLE_LEVEL[variant]
+    return VQAModel(vocab, answers, attention, question_encoder=partial(LSTMQuestionEncoder,
+                    lstm_layers=1), image_dim=FEATURE_DIM, dim=dim, dropout=dropout)
 DTYPES = {"32": torch.float32, "bf16": torch.bfloat16}
 REGIONS, FEATURE_DIM, TOKENS = 196, 2048, 26  # 14 x 14 grid of ResNet-152 res5c, VQA v2 max length
 MATMUL = (4096, 2048, 2048)  # (M, K, N) of the reference product
@@ -109,8 +144,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(cfg["threads"])
     base_rss = rss_mib()
     torch.manual_seed(0)
-    model = HieCoAtt(cfg["vocab"], cfg["answers"], coattention=VARIANTS[cfg["variant"]],
-                     image_dim=FEATURE_DIM).to(device)
+    model = build(cfg["variant"], cfg["vocab"], cfg["answers"]).to(device)
     run = torch.compile(model) if cfg["compile"] == "on" else model
     x = random_batch(cfg)
     target = torch.randint(0, cfg["answers"], (b,), device=device)
@@ -306,16 +340,17 @@ def model_table(results: list[dict[str, Any]], matmul: dict[str, float], device:
     out = markdown(headers, rows)
     uncounted = [r for r in results if r.get("lstm_counted") is False]
     if uncounted:
-        lstm = uncounted[0]["lstm_forward_flops_per_sample"] / 1e9
-        out += (f"\n\nFLOPs leave out the 2-layer LSTM: torch.utils.flop_counter counts none for it on "
-                f"{device} (by hand {lstm:.2f} GFLOP/sample forward, about twice that backward).")
+        by_hand = ", ".join(f"{v} {f / 1e9:.2f}" for v, f in dict(
+            (r["variant"], r["lstm_forward_flops_per_sample"]) for r in uncounted).items())
+        out += (f"\n\nFLOPs leave out the LSTM: torch.utils.flop_counter counts none for it on "
+                f"{device} (by hand, GFLOP/sample forward, about twice that backward: {by_hand}).")
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     p.add_argument("--answers", nargs="+", type=int, default=[1000, 3129])
     p.add_argument("--batch", nargs="+", type=int, default=[128, 300])
     p.add_argument("--qpi", nargs="+", type=float, default=[1, 5.4], help="questions per image")

@@ -19,9 +19,10 @@ NOTEBOOK = ROOT / "notebooks/inspect_attention.ipynb"
 
 @pytest.fixture(scope="module")
 def checkpoints(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Alternating and parallel co-attention, each trained for a few batches on tiny shapes."""
+    """Alternating and parallel co-attention and stacked attention, each trained for a few batches
+    on tiny shapes."""
     out = []
-    for variant in ("alternating", "parallel"):
+    for variant in ("alternating", "parallel", "san"):
         run = tmp_path_factory.mktemp(variant)
         split = {name: {**vars(shapes_split(shapes_dir, name)), "image_template": IMAGE_TEMPLATE}
                  for name in ("train", "val")}

@@ -6,7 +6,8 @@ The question's words go through ``depth`` self-attention (SA) layers; the region
 (the encoder-decoder variant, Sec. 4.1). Attentional reduction (Eq. 8) turns each side into one
 vector; the two are fused by a sum and a layer norm (Eq. 9). Attention products go through
 ``torch.nn.functional.scaled_dot_product_attention``, except in the last SGA layer's guided
-attention, whose weights are kept as a map.
+attention, whose weights are kept as a map. The first SGA layer's self-attention over the regions
+does not depend on the question: it runs once per image (``precompute``).
 """
 
 from __future__ import annotations
@@ -98,13 +99,21 @@ class SGALayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(dim) for _ in range(3))
         self.drop = Dropout(dropout)
 
-    def forward(self, y: torch.Tensor, y_mask: torch.Tensor | None, x: torch.Tensor,
-                x_mask: torch.Tensor, need_weights: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y = self.norm1(y + self.drop(self.self_attention(y, y, y_mask)[0]))
+    def self_attend(self, y: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Tensor:
+        """The self-attention step, which does not depend on the question."""
+        return self.norm1(y + self.drop(self.self_attention(y, y, y_mask)[0]))
+
+    def guide(self, y: torch.Tensor, x: torch.Tensor, x_mask: torch.Tensor,
+              need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The guided-attention and feed-forward steps."""
         g, weights = self.guided(y, x, x_mask, need_weights)  # (B, N, D), (B, h, N, T)
         y = self.norm2(y + self.drop(g))
         return self.norm3(y + self.drop(self.ffn(y))), weights
+
+    def forward(self, y: torch.Tensor, y_mask: torch.Tensor | None, x: torch.Tensor,
+                x_mask: torch.Tensor, need_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.guide(self.self_attend(y, y_mask), x, x_mask, need_weights)
 
 
 class AttentionalReduction(nn.Module):
@@ -155,13 +164,21 @@ class ModularCoAttention(Attention):
         self.norm = nn.LayerNorm(out)
         self.out_dim = out
 
+    def precompute(self, v: torch.Tensor, v_mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The first SGA layer's self-attention over the regions: it does not depend on the
+        question, so it runs once per image (B_img, N, D)."""
+        return (self.decoder[0].self_attend(v, v_mask),)
+
     def forward(self, v: torch.Tensor, v_mask: torch.Tensor | None, q: Sequence[torch.Tensor],
                 q_mask: torch.Tensor, pre: tuple[torch.Tensor, ...] = ()) -> Attended:
-        x, y = q[-1], v  # (B, T, D), (B, N, D)
+        x = q[-1]  # (B, T, D)
         for layer in self.encoder:
             x = layer(x, q_mask)
-        for i, layer in enumerate(self.decoder):
-            y, guided = layer(y, v_mask, x, q_mask, need_weights=i == len(self.decoder) - 1)
+        last = len(self.decoder) - 1
+        y, guided = self.decoder[0].guide(pre[0] if pre else self.decoder[0].self_attend(v, v_mask),
+                                          x, q_mask, need_weights=last == 0)  # (B, N, D)
+        for i, layer in enumerate(self.decoder[1:], 1):
+            y, guided = layer(y, v_mask, x, q_mask, need_weights=i == last)
         x_red, a_q = self.reduce_q(x, q_mask)  # (B, out), (B, T)
         y_red, a_v = self.reduce_v(y, v_mask)  # (B, out), (B, N)
         z = self.norm(x_red + y_red)  # (B, out), Eq. 9
