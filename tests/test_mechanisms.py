@@ -37,9 +37,9 @@ def build(name: str, dropout: float = 0.0) -> VQAModel:
     return VQAModel(V, A, MECHANISMS[name], image_dim=C, dim=D, dropout=dropout).eval()
 
 
-def inputs(b: int = 5, n: int = 9, t: int = 6) -> dict[str, torch.Tensor]:
+def inputs(b: int = 5, n: int = 9, t: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
     """``b`` questions (one empty) about 3 images, the second with its last 3 regions padded."""
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     lengths = torch.tensor([t, 2, 0, 4, 1][:b])
     mask = torch.arange(t)[None] < lengths[:, None]
     region_mask = torch.ones(3, n, dtype=torch.bool)
@@ -240,3 +240,56 @@ def test_ban_equals_its_equations() -> None:
             torch.testing.assert_close(got.extra["bilinear_attention"][b], maps, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(got.regions[b], maps.sum(1), rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(got.words[b], maps.sum(2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MECHANISMS)
+def test_bf16_autocast_follows_fp32(name: str) -> None:
+    model, x = build(name), inputs()
+    with torch.no_grad():
+        full = model(**x)
+        with torch.autocast("cpu", torch.bfloat16):
+            half = model(**x)
+    assert all(torch.isfinite(v.float()).all() for v in half.values())
+    torch.testing.assert_close(half["logits"].float(), full["logits"], rtol=0.05, atol=0.05)
+
+
+def _ddp_worker(rank: int, port: int, results: dict) -> None:
+    """Two CPU processes train every mechanism for two steps on different batches (gloo)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        out = {}
+        for name in MECHANISMS:
+            model = build(name, dropout=0.1).train()
+            ddp = torch.nn.parallel.DistributedDataParallel(model)  # every parameter must be used
+            opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+            for step in range(2):
+                x = inputs(seed=10 + 2 * rank + step)  # each process its own batches and dropout
+                loss = ddp(**x)["logits"].logsumexp(-1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            out[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        results[rank] = out
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_every_mechanism_in_step() -> None:
+    """Under DDP every parameter of every mechanism gets a gradient (DDP raises otherwise) and
+    both processes hold the same weights after their steps on different batches."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(port, results), nprocs=2, join=True)
+    for name in MECHANISMS:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=0, atol=1e-6)
+        assert not torch.equal(results[0][name], torch.cat(
+            [p.detach().flatten() for p in build(name).parameters()])), name  # they trained
