@@ -54,8 +54,8 @@ def test_collate_keeps_each_image_once(datamodule: VQADataModule, split: str) ->
     for it, row in zip(items, batch.image_index, strict=True):
         torch.testing.assert_close(batch.image[row], it["image"])
     assert batch.question.shape[1] == int(batch.question_mask.sum(1).max())
-    # The shapes grounding hook's inputs, on the splits it scores (evaluation) only.
-    hook_inputs = {"boxes", "words", "token_words"} if split == "val" else set()
+    # The shapes grounding and per-family hooks' inputs, on the splits they score (evaluation) only.
+    hook_inputs = {"boxes", "words", "token_words", "family"} if split == "val" else set()
     assert batch.extra.keys() == hook_inputs
 
 

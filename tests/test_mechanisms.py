@@ -114,16 +114,20 @@ def test_learns_one_batch(name: str) -> None:
     mask = torch.ones(24, 5, dtype=torch.bool)
     answer = (features[:, :, 0].argmax(1) + question[:, 0]) % A
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    # Annealed to 0: at a constant 1e-2 the last steps jitter, and whether the one question
+    # nearest the boundary landed right after them depended on the thread count.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 200)
+    for _ in range(200):
         loss = torch.nn.functional.cross_entropy(model(question, mask, features=features)["logits"],
                                                  answer)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     model.eval()
     with torch.no_grad():
         accuracy = (model(question, mask, features=features)["logits"].argmax(1) == answer).float().mean()
-    assert accuracy == 1.0, f"{name}: {accuracy:.2f} after 150 steps (loss {loss.item():.3f})"
+    assert accuracy == 1.0, f"{name}: {accuracy:.2f} after 200 steps (loss {loss.item():.3f})"
 
 
 def test_lstm_question_encoder_composes_with_any_mechanism() -> None:
