@@ -73,10 +73,11 @@ def test_table_statistics_on_hand_made_runs(tmp_path: Path) -> None:
 def test_table_of_mechanisms_with_different_maps(tmp_path: Path) -> None:
     """A run's best map is its best over all questions (a family's pointing never counts); rows
     whose maps differ show that best, and runs.csv names the map."""
-    study = Study("s", ["x/shapes.yaml"], ["y/san.yaml", "y/ban.yaml"], [0])
-    san, ban = study.runs()
+    study = Study("s", ["x/shapes.yaml"], ["y/san.yaml", "y/ban.yaml", "y/none.yaml"], [0])
+    san, ban, none = study.runs()
     for run, pointing in ((san, {"hop1": 70, "hop2": 92, "hop1/relation": 99}),
-                          (ban, {"glimpse1": 88, "glimpse2": 81, "glimpse2/count": 100})):
+                          (ban, {"glimpse1": 88, "glimpse2": 81, "glimpse2/count": 100}),
+                          (none, {})):
         run.folder(tmp_path).mkdir(parents=True)
         s = summary(95, 96, pointing, 60)
         s["best"]["val/vqa_acc/family/relation"] = 90.0
@@ -84,11 +85,13 @@ def test_table_of_mechanisms_with_different_maps(tmp_path: Path) -> None:
     table = {r["overlay"]: r for r in write_tables(study.runs(), tmp_path)}
     assert table["san"]["grounding/best/pointing_mean"] == 92
     assert table["ban"]["grounding/best/pointing_mean"] == 88
-    header = (tmp_path / "table.md").read_text().splitlines()[0]
+    header, _, *lines = (tmp_path / "table.md").read_text().splitlines()
     assert "grounding/best/pointing" in header and "vqa_acc/family/relation" in header
     assert "hop" not in header and "glimpse" not in header
-    assert {r["overlay"]: r["grounding/best/map"] for r in read_csv(tmp_path / "runs.csv")} == \
-        {"san": "hop2", "ban": "glimpse1"}
+    column = header.split(" | ").index("grounding/best/pointing")
+    assert [line.split(" | ")[column] for line in lines] == ["92.00", "88.00", "none"]
+    assert {r["overlay"]: r.get("grounding/best/map") for r in read_csv(tmp_path / "runs.csv")} == \
+        {"san": "hop2", "ban": "glimpse1", "none": ""}
 
 
 def test_study_commands_and_cluster_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

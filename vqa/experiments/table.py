@@ -95,17 +95,20 @@ def markdown(table: list[dict[str, Any]], header: str = "") -> str:
     keys = list(dict.fromkeys(k.removesuffix("_mean") for row in table for k in row
                               if k.endswith("_mean")))
     categories = [k for k in keys if k.startswith(f"{monitor}/")]
-    # Per-map pointing for the maps every row has (a HieCoAtt table's levels); a table of
-    # mechanisms with different maps shows each row's best (table.csv has every map).
+    # Each row's best map, "none" for a row without maps (the no-attention baseline); then
+    # per-map pointing for the maps every row has (a HieCoAtt table's levels). table.csv has
+    # every map.
+    best = "grounding/best/pointing"
     common = set.intersection(*({k for k in row if k.endswith("_mean")} for row in table))
-    pointing = sorted((k for k in keys if _map_pointing(k) and f"{k}_mean" in common),
-                      key=lambda k: (k != "grounding/best/pointing", k))
+    pointing = [best] * (best in keys) + sorted(
+        k for k in keys if _map_pointing(k) and k != best and f"{k}_mean" in common)
     columns = [monitor, *categories, *pointing]
     names = ["config", "overlay", "n", *columns, "parameters", "train q/s", "wall min"]
     lines = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
     for row in table:
         wall = row.get("wall_seconds_mean")
-        cells = [row["config"], row["overlay"], str(row["n"]), *(_pm(row, c) for c in columns),
+        cells = [row["config"], row["overlay"], str(row["n"]),
+                 *(_pm(row, c) or ("none" if c in pointing else "") for c in columns),
                  f"{row.get('parameters_mean', 0):,.0f}", _pm(row, "train_questions_per_second", 0),
                  f"{wall / 60:.1f}" if wall is not None else ""]
         lines.append("| " + " | ".join(cells) + " |")
