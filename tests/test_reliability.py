@@ -167,6 +167,7 @@ def test_run_folder_lock(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "taking over" not in capsys.readouterr().err
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_two_fits_into_one_folder(shapes_dir: Path, tmp_path: Path) -> None:
     """Two runs started together: whichever locks the folder first trains, the other refuses,
@@ -192,6 +193,7 @@ def test_two_fits_into_one_folder(shapes_dir: Path, tmp_path: Path) -> None:
 
 # --- SIGTERM ----------------------------------------------------------------------------------
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_sigterm_saves_last_and_resumes_exactly(shapes_dir: Path, tmp_path: Path) -> None:
     config = ["-c", CONFIG, "-c", write_overlay(tmp_path, shapes_dir),

@@ -56,6 +56,7 @@ def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return ckpt["state_dict"], rows[-1]
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.parametrize("group_by_image", [True, False])
 def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path: Path,
@@ -90,6 +91,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(shapes_dir: Path, tmp_path
         assert float(resumed_metrics[key]) == pytest.approx(float(metrics[key]), rel=1e-5), key
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_fit_refuses_to_replace_an_earlier_runs_checkpoints(shapes_dir: Path,
                                                             tmp_path: Path) -> None:

@@ -131,6 +131,7 @@ def table_metrics(out: Path) -> list[dict[str, str]]:
             for row in read_csv(out / "table.csv")]
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_study_killed_in_its_third_run_resumes(shapes_dir: Path, tmp_path: Path) -> None:
     overlay = write_overlay(tmp_path, shapes_dir)  # deterministic, last.ckpt every 5 steps
