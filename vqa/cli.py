@@ -4,6 +4,7 @@
     vqa make-shapes --out DIR --train N --val M --seed S
     vqa evaluate --questions Q.json [--annotations A.json] --results R.json [--dataset NAME]
     vqa extract-features --images DIR --out CACHE [--name resnet152 --weights ... --layer layer4]
+    vqa convert-features --format tsv|hdf5|npz --source FILE... --out CACHE [--ids-map PKL]
     vqa check-features --cache CACHE [--questions Q.json ...]
     vqa check-data -c CONFIG [-c OVERLAY ...]
     vqa attend --ckpt CKPT --image IMG --question "..." [--out attention.png]
@@ -40,6 +41,7 @@ TOOLS = {
     "make-shapes": "generate the shapes dataset in the VQA v2 format",
     "evaluate": "score a results file as the dataset's benchmark does (VQA, GQA, VizWiz, ...)",
     "extract-features": "cache the grid features of an image folder (resumable)",
+    "convert-features": "convert a region-feature release (TSV, HDF5, .npz) into a region cache",
     "check-features": "verify a feature cache (and that it holds the images of some questions)",
     "check-data": "check every split a config names: files, ids, answers, images, feature caches",
     "attend": "answer a question about an image and draw where each level attended",
@@ -141,6 +143,46 @@ def extract_features_main(argv: list[str]) -> None:
     options = p.parse_args(argv).as_dict()
     options.pop("config", None)
     extract_features(**options)
+
+
+def convert_features_main(argv: list[str]) -> None:
+    from vqa.data.regions import resume_point, write_regions
+    from vqa.data.releases import FORMATS, open_release
+
+    p = argparse.ArgumentParser(prog="vqa convert-features", description="Convert a region-feature "
+                                "release into a region cache (resumable: run it again after a kill).")
+    p.add_argument("--format", required=True, choices=FORMATS, help="tsv: bottom-up-attention; "
+                   "hdf5: bottom-up-attention-vqa or ban-vqa (recognised); npz: OpenVQA / MCAN")
+    p.add_argument("--source", required=True, nargs="+", help="the TSV file(s), the HDF5 file, or "
+                   "the folder of .npz files")
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--ids-map", help="hdf5: the image-id-to-row pickle (read as plain data only)")
+    p.add_argument("--max-boxes", type=int, default=100, help="boxes per image at most (default "
+                   "100; an image with more is an error, never cut)")
+    p.add_argument("--ids", choices=("number", "name"), default="number", help="npz: image id from "
+                   "the number ending the file name (COCO) or the whole name")
+    p.add_argument("--questions", nargs="*", default=[], help="questions files whose images the "
+                   "release must hold (checked before converting)")
+    p.add_argument("--dataset", help="the questions' format (default: recognised from each file)")
+    a = p.parse_args(argv)
+    release = open_release(a.format, a.source, a.ids_map, a.ids)
+    missing = sorted(_question_images(a.questions, a.dataset) - set(release.ids), key=str)
+    if missing:
+        raise ValueError(f"{release.where}: {len(missing)} image(s) of the questions are not in "
+                         f"the release, e.g. {missing[:5]}")
+    done = resume_point(a.out)
+    cache = write_regions(a.out, release.ids, release.read(done), release.source, a.max_boxes,
+                          release.where)
+    print(f"{len(cache)} images in {a.out}: up to {cache.max_boxes} boxes x {cache.dim} float16 "
+          "features each")
+
+
+def _question_images(questions: list[str], dataset: str | None) -> set[int | str]:
+    """The image ids of some questions files (formats recognised unless ``dataset`` names one)."""
+    from vqa.data.datasets import detect_format, get_format
+
+    return {ex.image_id for q in questions
+            for ex in (get_format(dataset) if dataset else detect_format(q)).read(q, None)[0]}
 
 
 def check_features_main(argv: list[str]) -> None:
@@ -480,7 +522,8 @@ def run(argv: list[str] | None = None) -> LightningCLI | None:
         return None
     if argv[0] in TOOLS:
         {"make-shapes": make_shapes_main, "evaluate": evaluate_main,
-         "extract-features": extract_features_main, "check-features": check_features_main,
+         "extract-features": extract_features_main, "convert-features": convert_features_main,
+         "check-features": check_features_main,
          "check-data": check_data_main, "attend": attend_main, "study": study_main,
          "compare": compare_main, "ensemble": ensemble_main}[argv[0]](argv[1:])
         return None

@@ -3,7 +3,8 @@
 The same functions serve W&B tables, PNG export and notebooks. Image attention over N = h x w
 regions is row-major: region ``r * w + c`` is grid cell (r, c), which covers rows
 ``[r H / h, (r + 1) H / h)`` and columns ``[c W / w, (c + 1) W / w)`` of the image as the model saw
-it (resized to the model's input size).
+it (resized to the model's input size). Attention over boxes (region features) takes the boxes
+instead of the grid: (N, 4) ``(x1, y1, x2, y2)`` over the image's width and height.
 """
 
 from __future__ import annotations
@@ -31,18 +32,52 @@ def attention_to_pixels(attention: torch.Tensor | np.ndarray, grid: tuple[int, i
     return a[rows[:, None], cols[None, :]]  # (H, W)
 
 
-def overlay(image: np.ndarray, attention: torch.Tensor | np.ndarray, grid: tuple[int, int],
-            alpha: float = 0.6) -> np.ndarray:
-    """Blend a heatmap of region attention (N,) over an (H, W, 3) uint8 image -> (H, W, 3) uint8.
+Layout = tuple[int, int] | np.ndarray | torch.Tensor  # a grid (h, w), or boxes (N, 4) in [0, 1]
 
-    The map is scaled to its maximum, so the most attended cell is the hottest; colours run from
-    dark blue (none) to yellow (most), the image shows through in proportion to ``1 - alpha``.
+
+def _colour(heat: np.ndarray) -> np.ndarray:
+    """Weights scaled to [0, 1] (...,) -> RGB in [0, 1] (..., 3): dark blue (none) to yellow."""
+    return np.stack([heat, heat ** 2, 0.4 * (1 - heat)], -1)
+
+
+def overlay(image: np.ndarray, attention: torch.Tensor | np.ndarray, layout: Layout,
+            alpha: float = 0.6, labelled: int = 3) -> np.ndarray:
+    """Draw region attention (N,) over an (H, W, 3) uint8 image -> (H, W, 3) uint8.
+
+    On a grid, a heatmap: each cell coloured by its weight. Over boxes, each box outlined and
+    filled in the colour of its weight (the most attended drawn last, on top), the ``labelled``
+    most attended boxes with their weight. Weights are scaled to their maximum, so the most
+    attended region is the hottest; the image shows through in proportion to ``1 - alpha``.
     """
-    heat = attention_to_pixels(attention, grid, image.shape[:2])
-    heat = heat / max(float(heat.max()), 1e-12)  # (H, W) in [0, 1]
-    colour = np.stack([heat, heat ** 2, 0.4 * (1 - heat)], -1)  # (H, W, 3): blue -> yellow
-    out = (1 - alpha) * image.astype(np.float32) / 255 + alpha * colour
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    if isinstance(layout, tuple | list):
+        heat = attention_to_pixels(attention, tuple(layout), image.shape[:2])
+        heat = heat / max(float(heat.max()), 1e-12)  # (H, W) in [0, 1]
+        out = (1 - alpha) * image.astype(np.float32) / 255 + alpha * _colour(heat)
+        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    return _boxes_overlay(image, _numpy(attention), _numpy(layout), alpha, labelled)
+
+
+def _boxes_overlay(image: np.ndarray, a: np.ndarray, boxes: np.ndarray, alpha: float,
+                   labelled: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    h, w = image.shape[:2]
+    heat = a / max(float(a.max()), 1e-12)  # (N,) in [0, 1]
+    base = Image.fromarray((image.astype(np.float32) * (1 - alpha * 0.5)).astype(np.uint8))
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    order = np.argsort(heat, kind="stable")  # least attended first: the top boxes end on top
+    top = set(order[::-1][:labelled].tolist())
+    for i in order:
+        if not boxes[i].any():  # padding (boxes of other images in the batch)
+            continue
+        rgb = tuple(int(c * 255) for c in _colour(heat[i]))
+        x1, y1, x2, y2 = (boxes[i] * [w, h, w, h]).tolist()
+        draw.rectangle((x1, y1, x2, y2), fill=(*rgb, int(255 * alpha * 0.6 * heat[i])),
+                       outline=(*rgb, 255), width=2 if i in top else 1)
+        if i in top:
+            draw.text((x1 + 2, y1 + 1), f"{a[i]:.2f}", fill=(255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB"))
 
 
 def words_html(tokens: Sequence[str], weights: torch.Tensor | np.ndarray,
@@ -60,12 +95,12 @@ def words_html(tokens: Sequence[str], weights: torch.Tensor | np.ndarray,
 
 def figure(image: np.ndarray, image_attention: torch.Tensor | np.ndarray,
            question_attention: torch.Tensor | np.ndarray, tokens: Sequence[str],
-           grid: tuple[int, int], maps: MapNames, title: str = ""):
+           grid: Layout, maps: MapNames, title: str = ""):
     """A matplotlib figure: the image, then one column per map of ``maps``: its overlay over the
-    image (``image_attention`` (M_v, N), rows ``maps.regions``) and a bar chart of its word
-    attention (``question_attention`` (M_q, T), rows ``maps.words``); a side a map lacks reads
-    "none". Built without pyplot, so it neither changes the backend nor stays open: save it with
-    ``savefig`` or show it with ``display`` in a notebook."""
+    image (``image_attention`` (M_v, N), rows ``maps.regions``, on the ``grid`` or boxes) and a bar
+    chart of its word attention (``question_attention`` (M_q, T), rows ``maps.words``); a side a
+    map lacks reads "none". Built without pyplot, so it neither changes the backend nor stays
+    open: save it with ``savefig`` or show it with ``display`` in a notebook."""
     from matplotlib.figure import Figure
 
     a_v, a_q = _numpy(image_attention), _numpy(question_attention)[:, : len(tokens)]
@@ -100,10 +135,10 @@ def _none(ax, text: str) -> None:
     ax.text(0.5, 0.5, f"none\n({text})", ha="center", va="center", fontsize=9, color="grey")
 
 
-def side_by_side(rows: Sequence[tuple[str, np.ndarray, torch.Tensor | np.ndarray, tuple[int, int],
+def side_by_side(rows: Sequence[tuple[str, np.ndarray, torch.Tensor | np.ndarray, Layout,
                                        MapNames]], title: str = ""):
     """Several models' region maps for one question: one row per model, ``(label, image (H, W,
-    3) as it saw it, image_attention (M_v, N), grid, maps)``: the image, then each of its maps
+    3) as it saw it, image_attention (M_v, N), grid or boxes, maps)``: the image, then each of its maps
     over regions (a model without any shows "none")."""
     from matplotlib.figure import Figure
 

@@ -3,7 +3,8 @@
 Images appear once per batch: ``image`` (B_img, 3, H, W) or ``features`` (B_img, N, C), in order of
 first appearance, and ``image_index`` (B,) points each question at its image when an image is
 asked about more than once (so image-side work runs once per image); without it, row ``i`` is
-question ``i``'s image.
+question ``i``'s image. Region features (a varying number of boxes per image) are padded to the
+batch's most boxes, with ``region_mask`` marking the real ones.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Batch:
         image: (B_img, 3, H, W) normalised images, or ``None`` when ``features`` are served.
         features: (B_img, N, C) cached region features (float16), or ``None``.
         image_index: (B,) each question's row in ``image`` / ``features``, or ``None``.
+        region_mask: (B_img, N) bool, the real boxes of region features (``None``: every region,
+            as on a grid).
+        boxes: (B_img, N, 4) the boxes' ``(x1, y1, x2, y2)`` over the image size, zero for
+            padding (``None`` for grids).
         scored: (B,) bool, the questions the benchmark scores (``None``: all; GQA scores only its
             balanced questions).
         extra: the dataset hooks' inputs (``vqa.data.hooks``: multiple-choice candidates,
@@ -48,6 +53,8 @@ class Batch:
     image: torch.Tensor | None = None
     features: torch.Tensor | None = None
     image_index: torch.Tensor | None = None
+    region_mask: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
     scored: torch.Tensor | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -57,7 +64,8 @@ class Batch:
     def inputs(self) -> dict[str, torch.Tensor | None]:
         """The model's keyword arguments."""
         return {"question": self.question, "question_mask": self.question_mask,
-                "image": self.image, "features": self.features, "image_index": self.image_index}
+                "image": self.image, "features": self.features, "image_index": self.image_index,
+                "region_mask": self.region_mask, "boxes": self.boxes}
 
     def pin_memory(self) -> Batch:
         """A copy in pinned memory (the loaders pin batches on a GPU)."""
@@ -80,15 +88,29 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     images: dict[int | str, int] = {}
     for it in items:
         images.setdefault(it["image_id"], len(images))
-    first = {images[it["image_id"]]: it[key] for it in items}
+    first = {images[it["image_id"]]: it for it in items}
+    per_image = (key, "boxes", "image_id", "extra")
     stacked = {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k])
                else torch.tensor([it[k] for it in items])
-               for k in items[0] if k not in (key, "image_id", "extra")}
+               for k in items[0] if k not in per_image}
     length = max(int(stacked["question_mask"].sum(1).max()), 1)
     for k in TOKEN_AXIS:
         stacked[k] = stacked[k][:, :length]  # (B, T) -> (B, T_batch)
     extra = {k: torch.stack([it["extra"][k] for it in items]) for k in items[0]["extra"]}
     index = (torch.tensor([images[it["image_id"]] for it in items])
              if len(images) < len(items) else None)
-    return Batch(**stacked, **{key: torch.stack([first[r] for r in range(len(images))])},
-                 image_index=index, extra=extra)
+    rows = [first[r] for r in range(len(images))]
+    regions = _padded(rows) if "boxes" in items[0] else {key: torch.stack([it[key] for it in rows])}
+    return Batch(**stacked, **regions, image_index=index, extra=extra)
+
+
+def _padded(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Region features of a varying number of boxes -> ``features`` (B_img, N_max, C), ``boxes``
+    (B_img, N_max, 4) and ``region_mask`` (B_img, N_max), zero-padded."""
+    n = max(len(it["boxes"]) for it in rows)
+    feats = rows[0]["features"].new_zeros(len(rows), n, rows[0]["features"].shape[1])
+    boxes, mask = torch.zeros(len(rows), n, 4), torch.zeros(len(rows), n, dtype=torch.bool)
+    for r, it in enumerate(rows):
+        k = len(it["boxes"])
+        feats[r, :k], boxes[r, :k], mask[r, :k] = it["features"], it["boxes"], True
+    return {"features": feats, "boxes": boxes, "region_mask": mask}

@@ -22,6 +22,7 @@ from vqa.data.format import DataFormat
 from vqa.data.hooks import Hook
 from vqa.data.pipeline import InputPipeline, Question
 from vqa.data.preprocess import Preprocessed, cached, preprocess
+from vqa.data.regions import RegionCache, open_cache
 from vqa.data.samplers import ImageGroupedSampler, ShardSampler
 from vqa.data.split import Split
 from vqa.data.tokenizers import PretrainedTokenizer, WordTokenizer, tokenize
@@ -149,8 +150,10 @@ class VQADataModule(pl.LightningDataModule):
             parts, source == "words"), type=tuple[Vocabulary | None, Vocabulary])
         tok = WordTokenizer(words) if source == "words" else PretrainedTokenizer(source)
         size, grid, dim = self.image_size, None, None
-        cache = next((FeatureCache(f) for p in parts for f in p.feature_caches), None)
-        if cache is not None:  # the grid, feature size and (for display) image size it was made at
+        cache = next((open_cache(f) for p in parts for f in p.feature_caches), None)
+        if isinstance(cache, RegionCache):  # no grid: boxes
+            dim = cache.dim
+        elif cache is not None:  # the grid, feature size and (for display) image size it was made at
             grid, dim = tuple(cache.meta["grid"]), cache.shape[1]
             extracted = cache.meta["settings"].get("image_size")
             size = size or ((extracted, extracted) if isinstance(extracted, int) else None)
@@ -260,7 +263,10 @@ class VQADataModule(pl.LightningDataModule):
                 examples: list[Example], decode: bool = True) -> ImageFiles | CachedFeatures:
         """The split's image source (``decode=False``: check it without decoding images)."""
         if all(p.features for p in parts):
-            caches = [FeatureCache(f) for p in parts for f in p.feature_caches]
+            caches = [open_cache(f) for p in parts for f in p.feature_caches]
+            if len({type(c) for c in caches}) > 1:
+                raise ValueError(f"feature caches {[str(c.folder) for c in caches]} mix grid and "
+                                 "region caches; a split reads one kind")
             for cache in caches:
                 self._check_cache(cache)
             sources = CachedFeatures(caches)
@@ -291,10 +297,18 @@ class VQADataModule(pl.LightningDataModule):
                 data, sizes = self.preprocessed(name)
                 self._images(self._split(name), sizes, data.examples, decode=False)
 
-    def _check_cache(self, cache: FeatureCache) -> None:
-        """A feature cache must hold the grid and feature size the pipeline (the model) expects,
-        in a whole array; one extracted before images were read upright is pointed out."""
-        p, own = self.pipeline, (tuple(cache.meta["grid"]), cache.shape[1])
+    def _check_cache(self, cache: FeatureCache | RegionCache) -> None:
+        """A feature cache must hold the grid (or boxes) and feature size the pipeline (the model)
+        expects, in a whole array; one extracted before images were read upright is pointed out."""
+        p = self.pipeline
+        if isinstance(cache, RegionCache):
+            if p.grid is not None or p.image_dim not in (None, cache.dim):
+                raise ValueError(f"region cache {cache.folder} holds boxes of {cache.dim}-d "
+                                 f"features; the input pipeline expects a {p.grid} grid of "
+                                 f"{p.image_dim}-d features")
+            cache.arrays  # noqa: B018 (opening the maps finds a truncated file)
+            return
+        own = (tuple(cache.meta["grid"]), cache.shape[1])
         if (p.grid is not None and tuple(p.grid) != own[0]) or p.image_dim not in (None, own[1]):
             raise ValueError(f"feature cache {cache.folder} holds a {own[0]} grid of {own[1]}-d "
                              f"features; the input pipeline expects {p.grid} x {p.image_dim}")

@@ -1,7 +1,8 @@
 """``VQADataset``: preprocessed questions + an image source -> items (``vqa.data.batch.collate``
 stacks them into a ``Batch``).
 
-An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float16, "image_id": int or str,
+An item is ``{"image": (3, H, W) float`` or ``"features": (N, C) float16 (with ``"boxes": (N, 4)``
+for region caches, N varying per image), "image_id": int or str,
 "question": (T,) ids, "question_mask": (T,) bool, "target": (A,) soft scores, "answer_index": ()
 most common answer or -100, "groups": (G,) the question's category on each axis the benchmark
 reports, or -1, "question_id": (), "extra": {the hooks' inputs}}``, plus ``"scored": ()`` bool
@@ -67,12 +68,15 @@ class ImageFiles:
 
 
 class CachedFeatures:
-    """Image source: precomputed grid features, ``source[image_id]`` -> (N, C) as stored (float16:
-    half the bytes to copy and transfer; the model converts them on its device).
+    """Image source: precomputed features, ``source[image_id]`` -> grid features (N, C) as stored
+    (float16: half the bytes to copy and transfer; the model converts them on its device), or, from
+    region caches, ``{"features": (n, C), "boxes": (n, 4)}`` with the boxes' ``(x1, y1, x2, y2)``
+    over the image's width and height (in [0, 1]).
 
     Args:
-        caches: feature caches (``vqa.data.features.FeatureCache``); an image is read from the first
-            that holds it.
+        caches: grid or region caches (``vqa.data.features.FeatureCache``,
+            ``vqa.data.regions.RegionCache``), all of one kind; an image is read from the first that
+            holds it.
     """
 
     key = "features"
@@ -80,12 +84,20 @@ class CachedFeatures:
     def __init__(self, caches: Sequence[Any]) -> None:
         self.caches = list(caches)
 
-    def __getitem__(self, image_id: int | str) -> torch.Tensor:
+    def __getitem__(self, image_id: int | str) -> torch.Tensor | dict[str, torch.Tensor]:
         for cache in self.caches:
             if image_id in cache:
-                return cache[image_id]
+                return _as_item(cache[image_id])
         raise KeyError(f"image {image_id} is in none of the feature caches "
                        f"{[str(c.folder) for c in self.caches]}")
+
+
+def _as_item(value: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+    if torch.is_tensor(value):  # a grid
+        return value
+    scale = torch.tensor([value.width, value.height] * 2, dtype=torch.float32)
+    return {"features": torch.from_numpy(value.features),
+            "boxes": torch.from_numpy(value.boxes) / scale}  # (n, 4) in [0, 1]
 
 
 class VQADataset(Dataset):
@@ -115,7 +127,9 @@ class VQADataset(Dataset):
             return [self[j] for j in i]
         ex, d = self.examples[i], self.data
         question = d.questions[i]
-        item = {self.images.key: self.images[ex.image_id], "image_id": ex.image_id,
+        image = self.images[ex.image_id]
+        item = {**(image if isinstance(image, dict) else {self.images.key: image}),
+                "image_id": ex.image_id,
                 "question": question, "question_mask": torch.arange(len(question)) < d.lengths[i],
                 "target": d.target(i, self.num_answers), "answer_index": d.answer_index[i],
                 "groups": d.groups[i], "question_id": ex.question_id,

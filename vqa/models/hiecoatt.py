@@ -78,7 +78,7 @@ class HieCoAtt(VQAModel):
 
     Args:
         vocab_size, num_answers, image_encoder, question_encoder, image_dim, text_model, dim,
-            dropout, blind: as for ``VQAModel``.
+            dropout, box_geometry, blind: as for ``VQAModel``.
         coattention: builds one co-attention module per level from ``(dim, hidden, dropout)``;
             ``ParallelCoAttention`` or ``AlternatingCoAttention`` (or your own ``CoAttention``).
         hidden: attention size ``k``.
@@ -100,13 +100,14 @@ class HieCoAtt(VQAModel):
         hidden: int = 512,
         answer_hidden: int | tuple[int, int, int] = (512, 512, 1024),
         dropout: float = 0.5,
+        box_geometry: bool = False,
         blind: bool = False,
     ) -> None:
         attention = partial(HierarchicalCoAttention, coattention=coattention, hidden=hidden,
                             answer_hidden=answer_hidden)
         super().__init__(vocab_size, num_answers, attention, image_encoder, question_encoder,
                          image_dim=image_dim, text_model=text_model, dim=dim, dropout=dropout,
-                         blind=blind)
+                         box_geometry=box_geometry, blind=blind)
         self._register_load_state_dict_pre_hook(_earlier_layout)
 
     @property

@@ -27,6 +27,15 @@ def _compute_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
     return default
 
 
+GEOMETRY = 5  # x1, y1, x2, y2, area
+
+
+def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes ``(x1, y1, x2, y2)`` over the image size (..., 4) -> (..., 5), their area appended."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return torch.cat([boxes, area.unsqueeze(-1)], -1)
+
+
 class VQAModel(nn.Module):
     """Regions ``V = dropout(tanh(W_I F))`` (B_img, N, D) from the image encoder's features F, or
     from cached features; the question's levels from the question encoder; the mechanism attends;
@@ -49,6 +58,9 @@ class VQAModel(nn.Module):
             for the word vocabulary).
         dim: feature size ``d`` of regions and words.
         dropout: dropout throughout.
+        box_geometry: region features carry their box's normalised ``(x1, y1, x2, y2, area)``
+            into the projection ``W_I`` (as bottom-up-attention-vqa's ``spatial_features`` and
+            MCAN's box features do); needs region caches (boxes).
         blind: zero the image features (a question-only ablation that keeps the architecture).
     """
 
@@ -64,6 +76,7 @@ class VQAModel(nn.Module):
         text_model: str | None = None,
         dim: int = 512,
         dropout: float = 0.5,
+        box_geometry: bool = False,
         blind: bool = False,
     ) -> None:
         super().__init__()
@@ -71,13 +84,14 @@ class VQAModel(nn.Module):
             raise ValueError("give an image_encoder, or image_dim for cached features")
         # Registration order is the optimiser's parameter order: checkpoints depend on it.
         self.image_encoder = image_encoder
-        self.image_proj = nn.Linear(image_encoder.out_dim if image_encoder is not None else image_dim, dim)
+        in_dim = image_encoder.out_dim if image_encoder is not None else image_dim
+        self.image_proj = nn.Linear(in_dim + (GEOMETRY if box_geometry else 0), dim)
         self.question_encoder = question_encoder(TextInputs(vocab_size, text_model), dim, dropout)
         self.attention = attention(dim, dropout)
         self.head = (head(self.attention.out_dim, num_answers, dropout) if head is not None
                      else self.attention.answer_head(num_answers, dropout))
         self.drop = Dropout(dropout)
-        self.blind = blind
+        self.blind, self.box_geometry = blind, box_geometry
 
     @property
     def maps(self):  # -> MapNames
@@ -85,7 +99,8 @@ class VQAModel(nn.Module):
         ``maps.regions``, ``question_attention`` rows ``maps.words``)."""
         return self.attention.maps
 
-    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor:
+    def regions(self, image: torch.Tensor | None, features: torch.Tensor | None,
+                boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Projected region features V (B_img, N, D), once per image: linear + tanh, then
         dropout (where the HieCoAtt reference code has it: on the d-wide output, not the raw
         features). The questions of an image share V, and so its dropout mask, which is what lets
@@ -95,18 +110,24 @@ class VQAModel(nn.Module):
         features = features.to(_compute_dtype(features.device.type, self.image_proj.weight.dtype))
         if self.blind:
             features = torch.zeros_like(features)
+        if self.box_geometry:
+            if boxes is None:
+                raise ValueError("box_geometry needs region features with boxes (a region cache)")
+            features = torch.cat([features, box_geometry(boxes).to(features.dtype)], -1)
         return self.drop(torch.tanh(self.image_proj(features)))  # (B_img, N, C) -> (B_img, N, D)
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
                 image: torch.Tensor | None = None, features: torch.Tensor | None = None,
                 image_index: torch.Tensor | None = None,
-                region_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                region_mask: torch.Tensor | None = None,
+                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Returns ``logits`` (B, A), ``image_attention`` (B, M_v, N) and ``question_attention``
         (B, M_q, T), their rows named by ``maps``, and the mechanism's ``extra`` maps.
 
         ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
-        image of the batch once; ``region_mask`` (B_img, N) marks real regions (``None``: all)."""
-        v = self.regions(image, features)  # (B_img, N, D)
+        image of the batch once; ``region_mask`` (B_img, N) marks real regions (``None``: all)
+        and ``boxes`` (B_img, N, 4) are region features' boxes over the image size."""
+        v = self.regions(image, features, boxes)  # (B_img, N, D)
         pre = self.attention.precompute(v, region_mask)  # each (B_img, ...)
         if image_index is not None:  # gathered per question: B_img -> B
             v, pre = v[image_index], tuple(p[image_index] for p in pre)

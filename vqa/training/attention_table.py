@@ -11,7 +11,7 @@ SAN hop, a BAN glimpse; a map without a side shows none there. Attention comes f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,6 +21,9 @@ from pytorch_lightning.loggers import WandbLogger
 from vqa._io import atomic_save, write_json
 from vqa.models.attention import MapNames
 from vqa.viz import overlay, words_html
+
+if TYPE_CHECKING:
+    import torch
 
 
 class AttentionTable(pl.Callback):
@@ -62,6 +65,7 @@ class AttentionTable(pl.Callback):
                     "image_attention": outputs["image_attention"][row].float().cpu(),  # (M_v, N)
                     "question_attention": outputs["question_attention"][row].float().cpu(),  # (M_q, T)
                     "answer": pred, "score": float(batch.target[row, pred]),
+                    "boxes": _boxes(batch, row),
                 }
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -72,7 +76,9 @@ class AttentionTable(pl.Callback):
         dm = trainer.datamodule
         answers = pl_module.pipeline.answers.tokens
         maps = pl_module.model.maps
-        grid = pl_module.pipeline.region_grid(next(iter(self.rows.values()))["image_attention"].shape[-1])
+        first = next(iter(self.rows.values()))
+        grid = (pl_module.pipeline.region_grid(first["image_attention"].shape[-1])
+                if first["boxes"] is None else None)
         columns = ["question_id", "image", *(f"{name} attention" for name in maps.regions),
                    "question", "prediction", "human answers", "vqa score"]
         data, export = [], []
@@ -81,7 +87,8 @@ class AttentionTable(pl.Callback):
                 continue
             r, view = self.rows[qid], dm.view("val", qid)
             ex, question, image = view.example, view.question, view.image
-            overlays = [overlay(image, a, grid) for a in r["image_attention"]] if (
+            layout = grid if r["boxes"] is None else r["boxes"]
+            overlays = [overlay(image, a, layout) for a in r["image_attention"]] if (
                 image is not None) else [None] * len(maps.regions)
             words = question.merge(r["question_attention"])  # (M_q, T) -> (M_q, W)
             html = "".join(words_html(question.words, words[i], name)
@@ -101,6 +108,14 @@ class AttentionTable(pl.Callback):
                 if self.export:
                     _export(Path(lg.experiment.dir) / "attention" /
                             f"epoch_{trainer.current_epoch:03d}", export, maps)
+
+
+def _boxes(batch: Any, row: int) -> torch.Tensor | None:
+    """Question ``row``'s boxes (N, 4) over the image size (``None`` on a grid)."""
+    if batch.boxes is None:
+        return None
+    image = int(batch.image_index[row]) if batch.image_index is not None else row
+    return batch.boxes[image].float().cpu()
 
 
 def _export(folder: Path, rows: list[tuple[int, np.ndarray | None, dict[str, Any]]],
