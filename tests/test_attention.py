@@ -197,3 +197,15 @@ def test_attention_table_in_an_offline_wandb_run(shapes_dir: Path, tmp_path: Pat
     assert all(p.startswith("media/images/") and p.encode() in log for p in image_paths)
     pngs = [p for p in staged if p.read_bytes()[:4] == b"\x89PNG"]
     assert len(pngs) >= len(image_paths) >= 4  # distinct images (identical overlays share a file)
+
+
+def test_box_overlay_draws_the_most_attended_box_hottest() -> None:
+    """Over boxes, each real box is filled in the colour of its weight (the heaviest yellow,
+    drawn on top); a padded box (all zero) is not drawn."""
+    image = np.full((64, 64, 3), 128, np.uint8)
+    boxes = np.array([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9], [0, 0, 0, 0]], np.float32)
+    out = overlay(image, np.array([0.2, 0.8, 0.0]), boxes)
+    hot, cold = out[45, 45].astype(int), out[15, 15].astype(int)
+    assert hot[0] > cold[0] and hot[1] > cold[1]  # yellow over blue
+    assert (out[0, 0] == out[0, 63]).all()  # the padded box at the corner left the image alone
+    assert out.shape == image.shape and out.dtype == np.uint8

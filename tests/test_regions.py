@@ -377,3 +377,14 @@ def _split(root: Path, split: str) -> dict[str, str]:
     return {"questions": s.questions, "annotations": s.annotations, "images": s.images,
             "image_template": s.image_template}
 
+
+
+def test_check_features_reads_region_caches(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    imgs = images(3)
+    convert(["--format", "tsv", "--source", str(write_tsv(tmp_path / "f.tsv", imgs))], tmp_path / "c")
+    main(["check-features", "--cache", str(tmp_path / "c"), "--questions",
+          str(_questions(tmp_path, [9, 16]))])
+    assert "3 images, up to 100 boxes x 16 features" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"1 image\(s\) needed by the questions are not cached, e.g. \[99\]"):
+        main(["check-features", "--cache", str(tmp_path / "c"), "--questions",
+              str(_questions(tmp_path, [9, 16, 99]))])

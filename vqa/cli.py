@@ -42,7 +42,7 @@ TOOLS = {
     "evaluate": "score a results file as the dataset's benchmark does (VQA, GQA, VizWiz, ...)",
     "extract-features": "cache the grid features of an image folder (resumable)",
     "convert-features": "convert a region-feature release (TSV, HDF5, .npz) into a region cache",
-    "check-features": "verify a feature cache (and that it holds the images of some questions)",
+    "check-features": "verify a feature or region cache (and that it holds the images of some questions)",
     "check-data": "check every split a config names: files, ids, answers, images, feature caches",
     "attend": "answer a question about an image and draw where each level attended",
     "compare": "compare two systems (results files; seeds: several) with a bootstrap interval",
@@ -187,7 +187,8 @@ def _question_images(questions: list[str], dataset: str | None) -> set[int | str
 
 def check_features_main(argv: list[str]) -> None:
     from vqa.data.datasets import detect_format, formats, get_format
-    from vqa.data.features import FeatureCache, check_features, naming_hint
+    from vqa.data.features import check_features, naming_hint
+    from vqa.data.regions import RegionCache, open_cache
 
     p = argparse.ArgumentParser(prog="vqa check-features", description="Verify feature caches "
                                 "(read together, as a split's list of caches is).")
@@ -197,7 +198,7 @@ def check_features_main(argv: list[str]) -> None:
     p.add_argument("--dataset", help=f"the questions' format: {', '.join(sorted(formats()))} or "
                    "a module defining FORMAT (default: recognised from each file)")
     a = p.parse_args(argv)
-    caches = {folder: FeatureCache(folder) for folder in a.cache}
+    caches = {folder: open_cache(folder) for folder in a.cache}
     cached = [i for cache in caches.values() for i in cache.row]
     needed: set[int | str] = set()
     hint = ""
@@ -209,6 +210,10 @@ def check_features_main(argv: list[str]) -> None:
     if problems and hint:  # the last problem is the missing images
         problems[-1] += hint
     for folder, cache in caches.items():
+        if isinstance(cache, RegionCache):
+            print(f"{folder}: {len(cache)} images, up to {cache.max_boxes} boxes x {cache.dim} "
+                  f"features, float16; from {cache.meta['source']}")
+            continue
         print(f"{folder}: {len(cache)} images, {cache.shape[0]} regions (grid "
               f"{'x'.join(map(str, cache.meta['grid']))}) x {cache.shape[1]} features, float16; "
               f"settings {cache.meta['settings']}")

@@ -62,26 +62,13 @@ def image_files(folder: str | os.PathLike, ids: Literal["number", "name"] = "num
     return out
 
 
-class FeatureCache:
-    """Read side of a cache: ``cache[image_id]`` is the (N, C) float16 tensor of that image.
+class CachedRows:
+    """What grid and region caches share: their folder, its index (``meta``) and the row of each
+    image already written (``row``)."""
 
-    The array is opened lazily, so a cache can be pickled into data-loader workers cheaply.
-    """
-
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        self.meta = read_index(self.folder)
-        ids = self.meta["ids"][: self.meta["done"]]
-        self.row = {iid: i for i, iid in enumerate(ids)}
-        self.shape: tuple[int, int] = tuple(self.meta["shape"])  # (N, C)
-        self._array: np.ndarray | None = None
-
-    @property
-    def array(self) -> np.ndarray:
-        """(M, N, C) float16, memory-mapped; a file shorter than its header says is an error."""
-        if self._array is None:
-            self._array = _open_array(self.folder / ARRAY)
-        return self._array
+    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any]) -> None:
+        self.folder, self.meta = Path(folder), meta
+        self.row = {iid: i for i, iid in enumerate(meta["ids"][: meta["done"]])}
 
     @property
     def complete(self) -> bool:
@@ -92,6 +79,25 @@ class FeatureCache:
 
     def __contains__(self, image_id: int | str) -> bool:
         return image_id in self.row
+
+
+class FeatureCache(CachedRows):
+    """Read side of a cache: ``cache[image_id]`` is the (N, C) float16 tensor of that image.
+
+    The array is opened lazily, so a cache can be pickled into data-loader workers cheaply.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        super().__init__(folder, read_index(Path(folder)))
+        self.shape: tuple[int, int] = tuple(self.meta["shape"])  # (N, C)
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        """(M, N, C) float16, memory-mapped; a file shorter than its header says is an error."""
+        if self._array is None:
+            self._array = _open_array(self.folder / ARRAY)
+        return self._array
 
     def __getitem__(self, image_id: int | str) -> torch.Tensor:
         import torch
@@ -238,13 +244,17 @@ def _resume_or_start(out: Path, ids: list[int | str], settings: dict[str, Any], 
 
 def check_features(folder: str | os.PathLike | Sequence[str | os.PathLike],
                    needed: Iterable[int | str] = (), chunk: int = 256) -> list[str]:
-    """Problems with a cache, or several read together (empty when sound): incomplete, wrong
-    shape or dtype, repeated ids, NaN or infinite values, or image ids in ``needed`` that none of
-    them holds."""
+    """Problems with a cache (grid or region: ``vqa.data.regions.check_regions``), or several read
+    together (empty when sound): incomplete, wrong shape or dtype, repeated ids, NaN or infinite
+    values, or image ids in ``needed`` that none of them holds."""
+    from vqa.data.regions import check_regions, is_region_cache, open_cache
+
     if not isinstance(folder, str | os.PathLike):
-        caches = [FeatureCache(f) for f in folder]
+        caches = [open_cache(f) for f in folder]
         problems = [f"{c.folder}: {p}" for c in caches for p in check_features(c.folder, (), chunk)]
         return problems + _missing(needed, set().union(*(c.row for c in caches)))
+    if is_region_cache(folder):
+        return check_regions(folder, needed, chunk)
     cache = FeatureCache(folder)
     meta, problems = cache.meta, []
     ids = meta["ids"]

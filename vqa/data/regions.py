@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vqa._io import read_json, write_json
-from vqa.data.features import FeatureCache, _missing, _open_array, finite
+from vqa.data.features import CachedRows, FeatureCache, _missing, _open_array, finite
 
 FORMAT = "vqa-regions/1"
 INDEX = "index.json"
@@ -77,16 +77,14 @@ class Regions:
                              f"{self.width} x {self.height} image with x1 <= x2, y1 <= y2")
 
 
-class RegionCache:
+class RegionCache(CachedRows):
     """Read side: ``cache[image_id]`` is that image's ``Regions`` (features float16).
 
     Arrays are opened lazily (memory-mapped), so a cache pickles into loader workers cheaply.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        self.meta = read_index(self.folder)
-        self.row = {iid: i for i, iid in enumerate(self.meta["ids"][: self.meta["done"]])}
+        super().__init__(folder, read_index(Path(folder)))
         self.max_boxes, self.dim = int(self.meta["max_boxes"]), int(self.meta["dim"])
         self.shape = (self.max_boxes, self.dim)  # (K, C), as a grid cache's (N, C)
         self._arrays: dict[str, np.ndarray] | None = None
@@ -97,16 +95,6 @@ class RegionCache:
         if self._arrays is None:
             self._arrays = {k: _open_array(self.folder / f"{k}.npy") for k in ARRAYS}
         return self._arrays
-
-    @property
-    def complete(self) -> bool:
-        return self.meta["done"] == len(self.meta["ids"])
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def __contains__(self, image_id: int | str) -> bool:
-        return image_id in self.row
 
     def __getitem__(self, image_id: int | str) -> Regions:
         row = self.row.get(image_id)
