@@ -16,7 +16,7 @@ from PIL import Image
 
 from vqa.cli import main
 from vqa.data import VQADataModule, collate, load_vqa, tokenize
-from vqa.data.grounding import GroundingScores
+from vqa.data.grounding import GroundingScores, region_cover
 from vqa.data.shapes import ANNOTATIONS_FILE, IMAGE_TEMPLATE, QUESTIONS_FILE
 from vqa.models import LEVELS, AlternatingCoAttention, HieCoAtt, MapNames, SmallCNN
 from vqa.training import VQAModule
@@ -69,7 +69,7 @@ def test_grounding_scores_by_hand() -> None:
     q_att = torch.zeros(2, 3, 5)
     q_att[:, :, 1] = 1  # every level points at word 1
     metric = GroundingScores(LEVELS, LEVELS)
-    metric.update(image_att, q_att, boxes, words, (2, 2))
+    metric.update(image_att, q_att, region_cover(boxes, (2, 2)), words)
     out = {k: round(v.item(), 4) for k, v in metric.compute().items()}
     assert out["word/pointing"] == 100 and out["word/mass"] == 100
     assert out["phrase/pointing"] == 0 and out["phrase/mass"] == 0
@@ -84,8 +84,8 @@ def test_word_hit_is_scored_over_merged_words() -> None:
     token_words = torch.tensor([[-1, 0, 0, 1]])
     for referred, hit in (([0, 1, 1, 0], 100), ([0, 0, 0, 1], 0)):
         metric = GroundingScores(("word",), ("word",))
-        metric.update(torch.ones(1, 1, 4) / 4, attention, torch.ones(1, 4, 4, dtype=torch.bool),
-                      torch.tensor([referred], dtype=torch.bool), (2, 2), token_words)
+        metric.update(torch.ones(1, 1, 4) / 4, attention, torch.ones(1, 4),
+                      torch.tensor([referred], dtype=torch.bool), token_words)
         assert metric.compute()["word/word_hit"] == hit
 
 

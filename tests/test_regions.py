@@ -15,7 +15,7 @@ import yaml
 from conftest import shapes_split
 from test_mechanisms import MECHANISMS, A, D, V
 
-from vqa.cli import main
+from vqa.cli import main, run
 from vqa.data.batch import collate
 from vqa.data.dataset import CachedFeatures
 from vqa.data.regions import RegionCache, check_regions
@@ -388,3 +388,74 @@ def test_check_features_reads_region_caches(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit, match=r"1 image\(s\) needed by the questions are not cached, e.g. \[99\]"):
         main(["check-features", "--cache", str(tmp_path / "c"), "--questions",
               str(_questions(tmp_path, [9, 16, 99]))])
+
+
+def test_shapes_candidate_boxes_hold_the_objects_and_empty_background(shapes_dir: Path) -> None:
+    """Every referred object's box is a candidate; the other candidates are 2-5 boxes clear of
+    every drawn pixel (the background colour only)."""
+    import json
+
+    from PIL import Image
+
+    from vqa.data.boxes import read_boxes
+    from vqa.data.shapes import ANNOTATIONS_FILE, BACKGROUND, BOXES_FILE, IMAGE_TEMPLATE
+
+    boxes = read_boxes(shapes_dir / BOXES_FILE.format(split="val"))
+    anns = json.loads((shapes_dir / ANNOTATIONS_FILE.format(split="val")).read_text())["annotations"]
+    objects: dict[int, set] = {}
+    for a in anns:
+        objects.setdefault(a["image_id"], set()).update(map(tuple, a["grounding"]["boxes"]))
+    assert set(objects) == set(boxes)
+    for iid, ib in boxes.items():
+        candidates = {tuple(int(v) for v in b) for b in ib.boxes}
+        assert objects[iid] <= candidates
+        image = np.asarray(Image.open(shapes_dir / "val" / IMAGE_TEMPLATE.format(
+            data_subtype="val", image_id=iid)))
+        drawn = {c for c in candidates if (image[c[1]:c[3], c[0]:c[2]] != BACKGROUND).any()}
+        assert objects[iid] <= drawn and 2 <= len(candidates - drawn) <= 5
+
+
+def test_box_encoder_pools_the_cells_inside_each_box() -> None:
+    """RoIAlign over a map whose cells hold their own index: a box over exactly one cell gives
+    that cell; the whole image gives the mean; padded (zero) boxes are finite."""
+    from vqa.models import BoxEncoder
+
+    class Cells(torch.nn.Module):  # a 4 x 4 "grid encoder": cell n holds n
+        out_dim = 1
+
+        def grid(self, size):
+            return 4, 4
+
+        def forward(self, image):
+            return torch.arange(16.0).repeat(len(image), 1)[..., None]  # (B, 16, 1)
+
+    boxes = torch.tensor([[[0.25, 0.5, 0.5, 0.75], [0, 0, 1, 1], [0, 0, 0, 0]]])  # cell (2, 1)
+    out = BoxEncoder(Cells(), output_size=2)(torch.zeros(1, 3, 64, 64), boxes)  # (1, 3, 1)
+    assert out.shape == (1, 3, 1) and torch.isfinite(out).all()
+    assert out[0, 0, 0].item() == pytest.approx(9.0) and out[0, 1, 0].item() == pytest.approx(7.5)
+
+
+def test_shapes_with_boxes_fit_and_box_grounding(shapes_dir: Path, tmp_path: Path) -> None:
+    """One short epoch of the boxes overlay: region features pooled by RoIAlign over candidate
+    boxes; box pointing logged per map; the attention table draws boxes."""
+    from vqa.data.shapes import BOXES_FILE
+
+    data = {s: {**_split(shapes_dir, s), "boxes": str(shapes_dir / BOXES_FILE.format(split=s))}
+            for s in ("train", "val")}
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "data": {**data, "batch_size": 32, "cache_dir": None},
+        "trainer": {"max_epochs": 1, "limit_train_batches": 4, "enable_progress_bar": False,
+                    "default_root_dir": str(tmp_path / "run")}}))
+    cli = run(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"),
+               "-c", str(ROOT / "configs/shapes/boxes.yaml"), "-c", str(overlay)])
+    metrics = cli.trainer.callback_metrics
+    assert 0 <= float(metrics["val/grounding/question/pointing"]) <= 100
+    assert cli.model.pipeline.grid is None
+    # box cover: 1 exactly at the candidates that are the referred objects
+    ds = cli.datamodule.dataset("val")
+    for i in range(20):
+        ex, item = ds.examples[i], ds[i]
+        candidates = ds.images.boxes[ex.image_id].boxes.astype(int).tolist()
+        referred = [candidates.index(b) for b in ex.extra["grounding"]["boxes"]]
+        assert sorted(np.flatnonzero(item["extra"]["box_cover"].numpy()).tolist()) == sorted(referred)

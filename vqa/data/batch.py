@@ -100,17 +100,24 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     index = (torch.tensor([images[it["image_id"]] for it in items])
              if len(images) < len(items) else None)
     rows = [first[r] for r in range(len(images))]
-    regions = _padded(rows) if "boxes" in items[0] else {key: torch.stack([it[key] for it in rows])}
+    regions = _padded(rows, key) if "boxes" in items[0] else {
+        key: torch.stack([it[key] for it in rows])}
     return Batch(**stacked, **regions, image_index=index, extra=extra)
 
 
-def _padded(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Region features of a varying number of boxes -> ``features`` (B_img, N_max, C), ``boxes``
-    (B_img, N_max, 4) and ``region_mask`` (B_img, N_max), zero-padded."""
+def _padded(rows: list[dict[str, Any]], key: str) -> dict[str, torch.Tensor]:
+    """Images with their boxes, or region features, of a varying number of boxes -> ``boxes``
+    (B_img, N_max, 4) and ``region_mask`` (B_img, N_max), zero-padded, and the images stacked or
+    the ``features`` (B_img, N_max, C) zero-padded."""
     n = max(len(it["boxes"]) for it in rows)
-    feats = rows[0]["features"].new_zeros(len(rows), n, rows[0]["features"].shape[1])
     boxes, mask = torch.zeros(len(rows), n, 4), torch.zeros(len(rows), n, dtype=torch.bool)
+    if key == "image":
+        images = torch.stack([it["image"] for it in rows])
+    else:
+        images = rows[0]["features"].new_zeros(len(rows), n, rows[0]["features"].shape[1])
     for r, it in enumerate(rows):
         k = len(it["boxes"])
-        feats[r, :k], boxes[r, :k], mask[r, :k] = it["features"], it["boxes"], True
-    return {"features": feats, "boxes": boxes, "region_mask": mask}
+        boxes[r, :k], mask[r, :k] = it["boxes"], True
+        if key != "image":
+            images[r, :k] = it["features"]
+    return {key: images, "boxes": boxes, "region_mask": mask}

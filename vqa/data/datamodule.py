@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from vqa.data.answers import EvalVersion
 from vqa.data.batch import Batch, collate
+from vqa.data.boxes import read_boxes
 from vqa.data.dataset import CachedFeatures, ImageFiles, VQADataset
 from vqa.data.example import Example, image_paths
 from vqa.data.features import ORIENTATION, FeatureCache, naming_hint
@@ -263,6 +264,9 @@ class VQADataModule(pl.LightningDataModule):
                 examples: list[Example], decode: bool = True) -> ImageFiles | CachedFeatures:
         """The split's image source (``decode=False``: check it without decoding images)."""
         if all(p.features for p in parts):
+            if any(p.boxes for p in parts):
+                raise ValueError("'boxes' are candidate boxes of image splits; cached features "
+                                 "carry their own (vqa convert-features, extract-features --boxes)")
             caches = [open_cache(f) for p in parts for f in p.feature_caches]
             if len({type(c) for c in caches}) > 1:
                 raise ValueError(f"feature caches {[str(c.folder) for c in caches]} mix grid and "
@@ -287,7 +291,8 @@ class VQADataModule(pl.LightningDataModule):
             paths.update(image_paths(examples[start:start + n], p.images or ".", p.image_template,
                                      subtype))
             start += n
-        return ImageFiles(paths, self.pipeline, self.cache_images and decode)
+        return ImageFiles(paths, self.pipeline, self.cache_images and decode,
+                          _candidate_boxes(parts, paths))
 
     def check(self, stage: str) -> None:
         """Read every split ``stage`` needs and find its images or cached features (without
@@ -448,6 +453,23 @@ def _ignore_stop_signals(worker: int) -> None:
     and Ctrl-C) to the main process, which saves a checkpoint and then ends them."""
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)
+
+
+def _candidate_boxes(parts: list[Split], images: dict[int | str, Path]) -> dict | None:
+    """The split's candidate boxes per image (its parts' boxes files), ``None`` without; an
+    image of the questions that no boxes file lists is an error."""
+    if not any(p.boxes for p in parts):
+        return None
+    if not all(p.boxes for p in parts):
+        raise ValueError("give 'boxes' for every part of a split or for none")
+    boxes = {}
+    for p in parts:
+        boxes.update(read_boxes(p.boxes))
+    missing = sorted(set(images) - set(boxes), key=str)
+    if missing:
+        raise ValueError(f"boxes files {[p.boxes for p in parts]} list no boxes for "
+                         f"{len(missing)} image(s) of the questions, e.g. {missing[:5]}")
+    return boxes
 
 
 def _format(parts: list[Split]) -> DataFormat:

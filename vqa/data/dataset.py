@@ -32,13 +32,16 @@ class ImageFiles:
         paths: image file per image id.
         pipeline: resizes (to ``image_size``) and normalises.
         in_memory: decode every image once, up front, and keep it (uint8) in memory.
+        boxes: candidate boxes per image (``vqa.data.boxes.read_boxes``); items then carry
+            ``{"image": ..., "boxes": (n, 4)}``, corners over the image size.
     """
 
     key = "image"
 
     def __init__(self, paths: dict[int | str, Path], pipeline: InputPipeline,
-                 in_memory: bool = False) -> None:
-        self.paths, self.pipeline = paths, pipeline
+                 in_memory: bool = False, boxes: dict[int | str, Any] | None = None) -> None:
+        self.paths, self.pipeline, self.boxes = paths, pipeline, boxes
+        self.max_boxes = max((len(b.boxes) for b in boxes.values()), default=0) if boxes else 0
         self._original: dict[int | str, tuple[int, int]] = {}
         self.memory = {iid: pipeline.image(p) for iid, p in tqdm(
             paths.items(), desc="caching images", unit="img")} if in_memory else None
@@ -50,12 +53,15 @@ class ImageFiles:
             return self.memory[image_id]
         return self.pipeline.image(self.paths[image_id])
 
-    def __getitem__(self, image_id: int | str) -> torch.Tensor:
-        """The normalised image; the last one is kept, as a batch grouped by image asks for it
-        once per question (``collate`` keeps one copy)."""
+    def __getitem__(self, image_id: int | str) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The normalised image (with its boxes, when given); the last one is kept, as a batch
+        grouped by image asks for it once per question (``collate`` keeps one copy)."""
         if self._last is None or self._last[0] != image_id:
             self._last = (image_id, self.pipeline.normalize(self.raw(image_id)))
-        return self._last[1]
+        if self.boxes is None:
+            return self._last[1]
+        return {"image": self._last[1],
+                "boxes": torch.from_numpy(self.boxes[image_id].normalized())}  # (n, 4)
 
     def original_size(self, image_id: int | str) -> tuple[int, int]:
         """(width, height) of the upright image file, before resizing (read from its header

@@ -3,9 +3,10 @@
 Per attention map (a HieCoAtt level, a SAN hop, a BAN glimpse, ...), over questions that refer to
 at least one object (or word), and per question family:
 
-* pointing accuracy: the most attended image region overlaps a referred object's box;
-* mass: the share of image attention inside the referred boxes (each region's weight spread
-  evenly over its pixels);
+* pointing accuracy: the most attended image region overlaps a referred object's box (over
+  candidate boxes instead of a grid: the most attended box is a referred object's, IoU >= 0.5);
+* mass: the share of image attention inside the referred boxes (each grid cell's weight spread
+  evenly over its pixels; over boxes, the weight of the boxes that are referred objects');
 * word hit rate: the most attended word is one that refers to the object (a word's subword
   tokens' attention summed first, so every tokenizer is scored over the same words).
 
@@ -84,13 +85,13 @@ class GroundingScores(Metric):
             total.index_add_(0, fam[known] + 1, kept_values[known])
 
     def update(self, image_attention: torch.Tensor, question_attention: torch.Tensor,
-               box_mask: torch.Tensor, word_mask: torch.Tensor, grid: tuple[int, int],
+               cover: torch.Tensor, word_mask: torch.Tensor,
                token_words: torch.Tensor | None = None, family: torch.Tensor | None = None) -> None:
-        """``image_attention`` (B, M_v, N), ``question_attention`` (B, M_q, T), ``box_mask`` (B,
-        H, W) pixels inside referred boxes, ``word_mask`` (B, T') referring tokens (T' >= T),
-        ``token_words`` (B, T') each token's word (-1: none; ``None``: tokens are words),
-        ``family`` (B,) each question's family index (-1: none)."""
-        cover = region_cover(box_mask, grid)  # (B, N)
+        """``image_attention`` (B, M_v, N), ``question_attention`` (B, M_q, T), ``cover`` (B, N)
+        each region's share in the referred objects (``region_cover`` on a grid, ``box_cover``
+        over boxes), ``word_mask`` (B, T') referring tokens (T' >= T), ``token_words`` (B, T')
+        each token's word (-1: none; ``None``: tokens are words), ``family`` (B,) each
+        question's family index (-1: none)."""
         boxed = cover.sum(1) > 0  # (B,)
         top = image_attention.argmax(-1)  # (B, M_v)
         pointing = (cover.gather(1, top) > 0).double()  # (B, M_v)

@@ -248,22 +248,31 @@ class Grounding(Hook):
         return _grounded(dataset)
 
     def item(self, dataset: VQADataset, i: int) -> dict[str, torch.Tensor]:
-        """``boxes`` (H, W) bool, the pixels inside the referred boxes in the resized image;
-        ``words`` (T,) bool, the referring tokens; ``token_words`` (T,) each token's word."""
+        """``boxes`` (H, W) bool, the pixels inside the referred boxes in the resized image, or,
+        over candidate boxes, ``box_cover`` (K_max,) 1 for a candidate that is a referred object
+        (IoU >= 0.5; padded to the split's most boxes); ``words`` (T,) bool, the referring
+        tokens; ``token_words`` (T,) each token's word."""
         import numpy as np
         import torch
 
+        from vqa.data.boxes import box_cover
         from vqa.data.grounding import box_pixels
 
-        ex, data = dataset.examples[i], dataset.data
-        height, width = dataset.images.pipeline.image_size
+        ex, data, images = dataset.examples[i], dataset.data, dataset.images
         g = ex.extra.get("grounding", {})
-        boxes = (box_pixels(g["boxes"], dataset.images.original_size(ex.image_id), (height, width))
-                 if g.get("boxes") else torch.zeros(height, width, dtype=torch.bool))
         referred = list(g.get("word_positions", []))
         words = torch.from_numpy(np.isin(data.words[i], referred) & (data.words[i] >= 0))
-        return {"boxes": boxes, "words": words,
-                "token_words": torch.from_numpy(data.words[i].astype(np.int64))}
+        out = {"words": words, "token_words": torch.from_numpy(data.words[i].astype(np.int64))}
+        if images.boxes is not None:
+            candidates = images.boxes[ex.image_id].boxes
+            cover = np.zeros(images.max_boxes, np.float32)
+            cover[:len(candidates)] = box_cover(candidates, np.asarray(g.get("boxes") or [],
+                                                                       np.float32).reshape(-1, 4))
+            return {**out, "box_cover": torch.from_numpy(cover)}
+        height, width = images.pipeline.image_size
+        boxes = (box_pixels(g["boxes"], images.original_size(ex.image_id), (height, width))
+                 if g.get("boxes") else torch.zeros(height, width, dtype=torch.bool))
+        return {**out, "boxes": boxes}
 
     def metric(self, dataset: VQADataset, context: HookContext) -> Metric | None:
         from vqa.data.grounding import GroundingScores
@@ -272,10 +281,13 @@ class Grounding(Hook):
 
     def update(self, metric: Metric, batch: Batch, out: dict[str, torch.Tensor],
                probabilities: torch.Tensor, context: HookContext) -> None:
-        grid = context.pipeline.region_grid(out["image_attention"].shape[-1])
-        e = batch.extra
-        metric.update(out["image_attention"], out["question_attention"], e["boxes"], e["words"],
-                      grid, e["token_words"], e.get("family"))
+        from vqa.data.grounding import region_cover
+
+        e, n = batch.extra, out["image_attention"].shape[-1]
+        cover = (e["box_cover"][:, :n] if "box_cover" in e
+                 else region_cover(e["boxes"], context.pipeline.region_grid(n)))  # (B, N)
+        metric.update(out["image_attention"], out["question_attention"], cover, e["words"],
+                      e["token_words"], e.get("family"))
 
     def compute(self, metric: Metric) -> dict[str, torch.Tensor]:
         return {f"grounding/{k}": v for k, v in metric.compute().items()}

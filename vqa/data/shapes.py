@@ -8,6 +8,11 @@ answers (surface variants that the official normalisation undoes, and now and th
 never more than two) and a ``grounding`` field: the boxes ``[x0, y0, x1, y1]`` (pixels) of the
 objects the question refers to and the positions, in ``tokenize(question)``, of the words that
 refer to them. Because the generator knows where everything is, attention can be scored.
+
+Each split also gets a boxes file (``vqa.data.boxes``): per image, candidate boxes for region
+features, its objects' boxes and 2-5 boxes of empty background, shuffled. They are drawn from a
+random stream of their own, so the questions and images of a seed are the same with or without
+them.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from vqa._io import atomic_save, write_json
+from vqa.data.boxes import BOXES_FORMAT
 
 QUESTIONS_FILE = "v2_OpenEnded_shapes_{split}_questions.json"
 ANNOTATIONS_FILE = "v2_shapes_{split}_annotations.json"
+BOXES_FILE = "shapes_{split}_boxes.json"
 IMAGE_TEMPLATE = "shapes_{data_subtype}_{image_id:012d}.png"
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40)}
@@ -89,6 +96,23 @@ def draw(objs: list[Obj], image_size: int) -> Image.Image:
         else:
             d.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
     return img
+
+
+def candidate_boxes(rng: random.Random, objs: list[Obj], image_size: int) -> list[list[int]]:
+    """The objects' boxes and 2-5 object-sized boxes of empty background (clear of every object
+    by 1 px; they may overlap each other), shuffled."""
+    boxes = [list(o.box) for o in objs]
+    for _ in range(rng.randint(2, 5)):
+        side = rng.choice(list(SIZES.values()))
+        for _ in range(100):
+            x, y = rng.randint(0, image_size - side), rng.randint(0, image_size - side)
+            box = (x, y, x + side, y + side)
+            if all(box[0] > o.box[2] or o.box[0] > box[2] or box[1] > o.box[3]
+                   or o.box[1] > box[3] for o in objs):
+                boxes.append(list(box))
+                break
+    rng.shuffle(boxes)
+    return boxes
 
 
 def _unique(objs: list[Obj], attr: str) -> list[Obj]:
@@ -213,9 +237,9 @@ POOLS = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES),
 
 
 def _split(root: Path, split: str, n: int, first_image_id: int, rng: random.Random,
-           image_size: int, per_image: int) -> int:
+           image_size: int, per_image: int, box_rng: random.Random) -> int:
     """Write one split; returns the next free image id."""
-    questions, annotations = [], []
+    questions, annotations, boxes = [], [], []
     image_id = first_image_id
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -242,6 +266,8 @@ def _split(root: Path, split: str, n: int, first_image_id: int, rng: random.Rand
                 })
                 made += 1
                 bar.update()
+            boxes.append({"image_id": image_id, "width": image_size, "height": image_size,
+                          "boxes": candidate_boxes(box_rng, objs, image_size)})
             img = draw(objs, image_size)
             atomic_save(folder / IMAGE_TEMPLATE.format(data_subtype=split, image_id=image_id),
                         lambda p, img=img: img.save(p, format="PNG"))
@@ -253,6 +279,7 @@ def _split(root: Path, split: str, n: int, first_image_id: int, rng: random.Rand
     write_json(root / ANNOTATIONS_FILE.format(split=split), {
         "info": info, "data_type": "shapes", "data_subtype": split, "license": {},
         "annotations": annotations})
+    write_json(root / BOXES_FILE.format(split=split), {"format": BOXES_FORMAT, "images": boxes})
     return image_id
 
 
@@ -264,7 +291,7 @@ def make_shapes(out: str | os.PathLike, train: int = 20000, val: int = 2000, see
     if image_size < 2 * max(SIZES.values()):
         raise ValueError(f"image_size must be at least {2 * max(SIZES.values())}")
     root = Path(out)
-    rng = random.Random(seed)
-    next_id = _split(root, "train", train, 1, rng, image_size, questions_per_image)
-    _split(root, "val", val, next_id, rng, image_size, questions_per_image)
+    rng, box_rng = random.Random(seed), random.Random(f"{seed}-boxes")
+    next_id = _split(root, "train", train, 1, rng, image_size, questions_per_image, box_rng)
+    _split(root, "val", val, next_id, rng, image_size, questions_per_image, box_rng)
     return root

@@ -29,6 +29,8 @@ class Split:
         features: feature cache folder(s) (``vqa extract-features``); when given, the model reads
             cached grid features instead of images (an image is read from the first cache
             holding it).
+        boxes: a boxes file (``vqa.data.boxes``) of candidate boxes per image, for a model whose
+            image encoder pools region features over boxes (``vqa.models.BoxEncoder``).
     """
 
     questions: str
@@ -38,6 +40,7 @@ class Split:
     format: str = "vqa"
     data_subtype: str | None = None
     features: str | list[str] | None = None
+    boxes: str | None = None
 
     def __post_init__(self) -> None:
         self.data_format()  # an unknown format fails here, naming the known ones

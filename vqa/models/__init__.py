@@ -17,7 +17,7 @@ from vqa.models.coattention import (
 )
 from vqa.models.head import RecursiveAnswerHead
 from vqa.models.hiecoatt import LEVELS, HieCoAtt, HierarchicalCoAttention
-from vqa.models.image import SmallCNN, TorchvisionEncoder
+from vqa.models.image import BoxEncoder, SmallCNN, TorchvisionEncoder
 from vqa.models.mcan import ModularCoAttention
 from vqa.models.model import VQAModel
 from vqa.models.question import (
@@ -30,7 +30,8 @@ from vqa.models.question import (
 from vqa.models.san import StackedAttention
 
 __all__ = [
-    "LEVELS", "AlternatingCoAttention", "Attended", "Attention", "BilinearAttention", "CoAttention",
+    "LEVELS", "AlternatingCoAttention", "Attended", "Attention", "BilinearAttention", "BoxEncoder",
+    "CoAttention",
     "GuidedAttention", "HieCoAtt", "HierarchicalCoAttention", "HierarchicalQuestionEncoder",
     "LSTMQuestionEncoder", "MapNames", "ModularCoAttention", "NoAttention", "ParallelCoAttention",
     "QuestionEncoder", "RecursiveAnswerHead", "SmallCNN", "StackedAttention", "TextInputs",

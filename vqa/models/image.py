@@ -2,6 +2,7 @@
 
 Regions are listed row-major, so region ``n`` is grid cell ``(n // w, n % w)``. ``out_dim`` is C and
 ``grid((H, W))`` is the ``(h, w)`` grid of an input of that size (the input pipeline's image size).
+``BoxEncoder`` pools any of them over boxes instead: (B, 3, H, W) and boxes (B, K, 4) -> (B, K, C).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.ops import roi_align
 
 
 def coordinates(b: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
@@ -131,3 +133,37 @@ class TorchvisionEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             x = self.body(image)["grid"]  # (B, C, h, w)
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class BoxEncoder(nn.Module):
+    """Region features over boxes: a grid encoder's feature map pooled by RoIAlign (He et al.,
+    "Mask R-CNN", 2017; ``torchvision.ops.roi_align``) in each box, averaged over its
+    ``output_size`` x ``output_size`` bins. The bottom-up features (Anderson et al. 2018) pool a
+    detector's own ResNet-101 map the same way; here the map is the wrapped encoder's.
+
+    Args:
+        encoder: a grid image encoder (``SmallCNN``, ``TorchvisionEncoder``): its ``grid`` gives the
+            feature map's size.
+        output_size: RoIAlign bins per side.
+        sampling_ratio: sample points per bin side (RoIAlign's).
+    """
+
+    def __init__(self, encoder: nn.Module, output_size: int = 2, sampling_ratio: int = 2) -> None:
+        super().__init__()
+        self.encoder, self.output_size, self.sampling_ratio = encoder, output_size, sampling_ratio
+        self.out_dim = encoder.out_dim
+        self._grids: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """``image`` (B, 3, H, W), ``boxes`` (B, K, 4) corners over the image size -> (B, K, C)."""
+        b, k = boxes.shape[:2]
+        size = tuple(image.shape[-2:])
+        if size not in self._grids:  # the encoder's grid at this input size, worked out once
+            self._grids[size] = tuple(self.encoder.grid(size))
+        h, w = self._grids[size]
+        fmap = self.encoder(image).transpose(1, 2).reshape(b, -1, h, w)  # (B, N, C) -> (B, C, h, w)
+        scale = boxes.new_tensor([w, h, w, h])
+        rois = list((boxes.float() * scale).unbind(0))  # B x (K, 4) in feature-map cells
+        pooled = roi_align(fmap.float(), rois, self.output_size, spatial_scale=1.0,
+                           sampling_ratio=self.sampling_ratio, aligned=True)  # (B*K, C, s, s)
+        return pooled.mean((2, 3)).view(b, k, -1).to(fmap.dtype)  # (B, K, C)

@@ -14,6 +14,7 @@ from torch import nn
 
 from vqa.models.attention import Attention
 from vqa.models.dropout import Dropout
+from vqa.models.image import BoxEncoder
 from vqa.models.question import HierarchicalQuestionEncoder, TextInputs
 
 HeadFactory = Callable[[int, int, float], nn.Module]  # (in_dim, num_answers, dropout) -> head
@@ -105,7 +106,12 @@ class VQAModel(nn.Module):
         dropout (where the HieCoAtt reference code has it: on the d-wide output, not the raw
         features). The questions of an image share V, and so its dropout mask, which is what lets
         every product with V run once per image."""
-        if features is None:
+        if features is None and isinstance(self.image_encoder, BoxEncoder):
+            if boxes is None:
+                raise ValueError("a BoxEncoder pools boxes: give the splits a boxes file "
+                                 "(data.train.boxes, data.val.boxes)")
+            features = self.image_encoder(image, boxes)  # (B_img, K, C)
+        elif features is None:
             features = self.image_encoder(image)  # (B_img, N, C)
         features = features.to(_compute_dtype(features.device.type, self.image_proj.weight.dtype))
         if self.blind:

@@ -203,7 +203,7 @@ class VQAModule(pl.LightningModule):
         if not hasattr(dm, "pipeline"):
             return
         pipeline, encoder = dm.pipeline, getattr(self.model, "image_encoder", None)
-        if encoder is not None:
+        if encoder is not None and hasattr(encoder, "grid"):  # a BoxEncoder's regions are boxes
             pipeline = pipeline.with_grid(encoder.grid(pipeline.image_size))
         self.pipeline = pipeline
         for name in STAGE_SPLITS[stage]:
