@@ -459,3 +459,70 @@ def test_shapes_with_boxes_fit_and_box_grounding(shapes_dir: Path, tmp_path: Pat
         candidates = ds.images.boxes[ex.image_id].boxes.astype(int).tolist()
         referred = [candidates.index(b) for b in ex.extra["grounding"]["boxes"]]
         assert sorted(np.flatnonzero(item["extra"]["box_cover"].numpy()).tolist()) == sorted(referred)
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A resnet18 state dict a test creates (no network): torchvision's own loading path."""
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return str(path)
+
+
+def test_extract_region_features_over_a_boxes_file(shapes_dir: Path, tmp_path: Path,
+                                                   resnet18_weights: str) -> None:
+    """`vqa extract-features --boxes`: RoIAlign over a frozen resnet18's layer3 in each box of
+    the file; boxes and counts as given; features those of BoxEncoder run directly; a second
+    run finds the cache complete."""
+    from vqa.data.boxes import read_boxes
+    from vqa.data.pipeline import load_image, normalize_image
+    from vqa.data.shapes import BOXES_FILE
+    from vqa.models import BoxEncoder, TorchvisionEncoder
+
+    boxes_file = shapes_dir / BOXES_FILE.format(split="val")
+    args = ["extract-features", "--images", str(shapes_dir / "val"), "--out", str(tmp_path / "c"),
+            "--name", "resnet18", "--weights", resnet18_weights, "--layer", "layer3",
+            "--image_size", "64", "--boxes", str(boxes_file), "--num_workers", "0"]
+    main(args)
+    cache, given = RegionCache(tmp_path / "c"), read_boxes(boxes_file)
+    assert cache.complete and set(cache.row) == set(given) and cache.dim == 256
+    encoder = BoxEncoder(TorchvisionEncoder("resnet18", resnet18_weights, "layer3")).eval()
+    for iid in list(given)[:3]:
+        r = cache[iid]
+        np.testing.assert_array_equal(r.boxes, given[iid].boxes)
+        image = load_image(shapes_dir / "val" / f"shapes_val_{iid:012d}.png", (64, 64))
+        with torch.no_grad():
+            direct = encoder(normalize_image(image[None]), torch.from_numpy(given[iid].normalized())[None])
+        np.testing.assert_allclose(r.features, direct[0].numpy(), rtol=2e-3, atol=2e-3)
+    main(args)  # resumes: nothing left to do
+    assert RegionCache(tmp_path / "c").meta == cache.meta
+
+
+def test_extract_region_features_from_detector_proposals(shapes_dir: Path, tmp_path: Path,
+                                                         resnet18_weights: str) -> None:
+    """A torchvision detector (weights a test creates) proposes the boxes: 1 to max_boxes per
+    image, inside the image."""
+    import torchvision
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in sorted((shapes_dir / "val").iterdir())[:3]:
+        (images / f.name).write_bytes(f.read_bytes())
+    weights = tmp_path / "detector.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_320_fpn",
+                                            weights_backbone=None).state_dict(), weights)
+    main(["extract-features", "--images", str(images), "--out", str(tmp_path / "c"),
+          "--name", "resnet18", "--weights", resnet18_weights, "--layer", "layer3",
+          "--image_size", "64", "--detector", "fasterrcnn_mobilenet_v3_large_320_fpn",
+          "--detector_weights", str(weights), "--max_boxes", "5", "--min_score", "0.0",
+          "--num_workers", "0"])
+    cache = RegionCache(tmp_path / "c")
+    assert len(cache) == 3 and cache.meta["source"]["detector"] == "fasterrcnn_mobilenet_v3_large_320_fpn"
+    for iid in cache.row:
+        r = cache[iid]
+        assert 1 <= len(r.boxes) <= 5 and (r.width, r.height) == (64, 64)
+        assert (r.boxes >= -1).all() and (r.boxes <= 65).all()

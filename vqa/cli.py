@@ -4,6 +4,7 @@
     vqa make-shapes --out DIR --train N --val M --seed S
     vqa evaluate --questions Q.json [--annotations A.json] --results R.json [--dataset NAME]
     vqa extract-features --images DIR --out CACHE [--name resnet152 --weights ... --layer layer4]
+                         [--boxes BOXES.json | --detector fasterrcnn_resnet50_fpn]
     vqa convert-features --format tsv|hdf5|npz --source FILE... --out CACHE [--ids-map PKL]
     vqa check-features --cache CACHE [--questions Q.json ...]
     vqa check-data -c CONFIG [-c OVERLAY ...]
@@ -40,7 +41,7 @@ LIGHTNING = {
 TOOLS = {
     "make-shapes": "generate the shapes dataset in the VQA v2 format",
     "evaluate": "score a results file as the dataset's benchmark does (VQA, GQA, VizWiz, ...)",
-    "extract-features": "cache the grid features of an image folder (resumable)",
+    "extract-features": "cache the grid (or box) features of an image folder (resumable)",
     "convert-features": "convert a region-feature release (TSV, HDF5, .npz) into a region cache",
     "check-features": "verify a feature or region cache (and that it holds the images of some questions)",
     "check-data": "check every split a config names: files, ids, answers, images, feature caches",
@@ -103,8 +104,12 @@ def evaluate_main(argv: list[str]) -> None:
 def extract_features(*, images: str, out: str, name: str = "resnet152", weights: str | None = None,
                      layer: str = "layer4", image_size: int = 448, batch_size: int = 32,
                      num_workers: int = 2, device: str = "auto",
-                     ids: Literal["number", "name"] = "number") -> None:
-    """Cache the grid features of every image in a folder (resumable: run it again after a kill).
+                     ids: Literal["number", "name"] = "number", boxes: str | None = None,
+                     detector: str | None = None, detector_weights: str | None = None,
+                     max_boxes: int = 100, min_boxes: int = 10, min_score: float = 0.2,
+                     roi_size: int = 2) -> None:
+    """Cache the grid features of every image in a folder (resumable: run it again after a kill),
+    or, with ``boxes`` or ``detector``, region features: the grid pooled by RoIAlign in each box.
 
     Args:
         images: folder of images.
@@ -119,13 +124,36 @@ def extract_features(*, images: str, out: str, name: str = "resnet152", weights:
         ids: how images are named in the cache: ``number`` (the number ending the file name:
             COCO ids, for VQA, VQA-CP, OK-VQA, COCO-QA) or ``name`` (the file name's stem: GQA,
             VizWiz, CLEVR).
+        boxes: a boxes file (``vqa.data.boxes``) of each image's boxes: region features.
+        detector: a torchvision detection model proposing the boxes instead
+            (``fasterrcnn_resnet50_fpn``), with ``detector_weights`` (a torchvision weights name
+            or a local state dict); ``min_score``, ``min_boxes`` and ``max_boxes`` pick its
+            detections as the bottom-up features' adaptive 10-100 rule does.
+        max_boxes: boxes per image at most (region features).
+        roi_size: RoIAlign bins per side, averaged (region features).
     """
     from vqa.data.features import extract_features as extract
     from vqa.data.features import image_files
-    from vqa.models.image import TorchvisionEncoder
+    from vqa.models.image import BoxEncoder, TorchvisionEncoder
 
     encoder = TorchvisionEncoder(name, weights, layer, frozen=True)
     settings = {"name": name, "weights": weights, "layer": layer, "image_size": image_size}
+    if boxes is not None or detector is not None:
+        from vqa.data.boxes import read_boxes
+        from vqa.data.region_extraction import extract_regions, load_detector
+
+        source = {"format": "extract", **settings, "roi_size": roi_size,
+                  "boxes": Path(boxes).name if boxes else None, "detector": detector,
+                  "detector_weights": detector_weights, "min_boxes": min_boxes,
+                  "min_score": min_score}
+        cache = extract_regions(
+            image_files(images, ids), out, BoxEncoder(encoder, roi_size), source, image_size,
+            max_boxes, read_boxes(boxes) if boxes else None,
+            load_detector(detector, detector_weights) if detector else None, min_boxes,
+            min_score, batch_size, device)
+        print(f"{len(cache)} images cached in {out}: up to {cache.max_boxes} boxes x {cache.dim} "
+              "float16 features each")
+        return
     cache = extract(image_files(images, ids), out, encoder, settings, image_size, batch_size,
                     num_workers, device)
     print(f"{len(cache)} images cached in {out}: {cache.shape[0]} regions x {cache.shape[1]} "

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import ExifTags, Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from vqa.data.hooks import Hook
-from vqa.data.pipeline import InputPipeline
+from vqa.data.pipeline import InputPipeline, upright_size
 from vqa.data.preprocess import Preprocessed
 
 
@@ -67,9 +66,7 @@ class ImageFiles:
         """(width, height) of the upright image file, before resizing (read from its header
         once; an EXIF orientation that turns it by 90 degrees swaps them)."""
         if image_id not in self._original:
-            with Image.open(self.paths[image_id]) as img:
-                turned = img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
-                self._original[image_id] = img.size[::-1] if turned else img.size
+            self._original[image_id] = upright_size(self.paths[image_id])
         return self._original[image_id]
 
 

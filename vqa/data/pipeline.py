@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from vqa._io import read_json, write_json
 from vqa.data.tokenizers import Encoded, Tokenizer, tokenize, tokenizer_from_dict
@@ -39,6 +39,14 @@ def load_image(image: str | os.PathLike | Image.Image, size: tuple[int, int]) ->
         raise FileNotFoundError(f"{image}: image not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{image}: cannot decode the image ({type(e).__name__}: {e})") from e
+
+
+def upright_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as viewers show it (read from its header: an EXIF
+    orientation that turns it by 90 degrees swaps them)."""
+    with Image.open(path) as img:
+        turned = img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+        return img.size[::-1] if turned else img.size
 
 
 def _resized(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
