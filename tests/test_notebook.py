@@ -11,7 +11,7 @@ import yaml
 from conftest import shapes_split
 
 from vqa.cli import main
-from vqa.data.shapes import IMAGE_TEMPLATE
+from vqa.data.shapes import BOXES_FILE, IMAGE_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks/inspect_attention.ipynb"
@@ -19,12 +19,14 @@ NOTEBOOK = ROOT / "notebooks/inspect_attention.ipynb"
 
 @pytest.fixture(scope="module")
 def checkpoints(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Alternating and parallel co-attention and stacked attention, each trained for a few batches
-    on tiny shapes."""
+    """Alternating and parallel co-attention, stacked attention and alternating over boxes, each
+    trained for a few batches on tiny shapes."""
     out = []
-    for variant in ("alternating", "parallel", "san"):
+    for variant in ("alternating", "parallel", "san", "boxes"):
         run = tmp_path_factory.mktemp(variant)
-        split = {name: {**vars(shapes_split(shapes_dir, name)), "image_template": IMAGE_TEMPLATE}
+        split = {name: {**vars(shapes_split(shapes_dir, name)), "image_template": IMAGE_TEMPLATE,
+                        "boxes": str(shapes_dir / BOXES_FILE.format(split=name))
+                        if variant == "boxes" else None}
                  for name in ("train", "val")}
         override = {"trainer": {"max_epochs": 1, "limit_train_batches": 4, "limit_val_batches": 1,
                                 "enable_progress_bar": False, "default_root_dir": str(run),

@@ -459,6 +459,15 @@ def test_shapes_with_boxes_fit_and_box_grounding(shapes_dir: Path, tmp_path: Pat
         candidates = ds.images.boxes[ex.image_id].boxes.astype(int).tolist()
         referred = [candidates.index(b) for b in ex.extra["grounding"]["boxes"]]
         assert sorted(np.flatnonzero(item["extra"]["box_cover"].numpy()).tolist()) == sorted(referred)
+    # vqa attend over boxes: the figure draws the image's boxes; without boxes, a clear error
+    ex = ds.examples[0]
+    image = Path(data["val"]["images"]) / f"shapes_val_{ex.image_id:012d}.png"
+    ckpt = str(tmp_path / "run/checkpoints/last.ckpt")
+    main(["attend", "--ckpt", ckpt, "--image", str(image), "--question", ex.question,
+          "--boxes", data["val"]["boxes"], "--out", str(tmp_path / "a.png")])
+    assert (tmp_path / "a.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="this model attends over boxes"):
+        main(["attend", "--ckpt", ckpt, "--image", str(image), "--question", ex.question])
 
 
 @pytest.fixture(scope="module")

@@ -309,13 +309,16 @@ def attend_main(argv: list[str]) -> None:
     p.add_argument("--question", required=True, help="free text")
     p.add_argument("--out", default="attention.png", help="the PNG figure to write")
     p.add_argument("--top", type=int, default=5, help="how many answers to print")
+    p.add_argument("--boxes", help="a boxes file holding the image's boxes (models over boxes): "
+                   "the entry whose image id ends the image's file name, or its only entry")
     a = p.parse_args(argv)
     if not Path(a.image).is_file():
         raise FileNotFoundError(f"{a.image}: image not found")
+    boxes = _image_boxes(a.boxes, Path(a.image)) if a.boxes else None
     with warnings.catch_warnings():
         for said_below in (UnknownWordsWarning, CutQuestionWarning):  # once, as one line
             warnings.simplefilter("ignore", said_below)
-        answer = Inspector.from_checkpoint(a.ckpt).ask(a.image, a.question, a.top)
+        answer = Inspector.from_checkpoint(a.ckpt).ask(a.image, a.question, a.top, boxes)
     if not answer.known:
         print(f"warning: {unknown_words_message(a.question)}", file=sys.stderr)
     if answer.tokens > answer.read:
@@ -326,6 +329,23 @@ def attend_main(argv: list[str]) -> None:
     fig = answer.figure()
     atomic_save(a.out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     print(f"attention figure written to {a.out}")
+
+
+def _image_boxes(path: str, image: Path):  # -> np.ndarray (N, 4) pixels
+    """The boxes of ``image`` in boxes file ``path``."""
+    import re
+
+    from vqa.data.boxes import read_boxes
+
+    boxes = read_boxes(path)
+    m = re.search(r"(\d+)$", image.stem)
+    for key in (int(m.group(1)) if m else None, image.stem):
+        if key in boxes:
+            return boxes[key].boxes
+    if len(boxes) == 1:
+        return next(iter(boxes.values())).boxes
+    raise ValueError(f"{path}: no boxes for image {image.name} (looked for image id "
+                     f"{int(m.group(1)) if m else image.stem!r})")
 
 
 def study_main(argv: list[str]) -> None:
