@@ -324,6 +324,26 @@ def test_every_mechanism_over_padded_boxes(tmp_path: Path, name: str) -> None:
     torch.testing.assert_close(padded["logits"], out["logits"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", MECHANISMS)
+def test_every_mechanism_over_boxes_pooled_from_images(name: str) -> None:
+    """Images with 2 and 4 candidate boxes through a BoxEncoder (RoIAlign over the small CNN):
+    finite outputs, zero attention on the padded boxes, and gradients reach the CNN."""
+    from vqa.models import BoxEncoder, SmallCNN
+
+    torch.manual_seed(0)
+    model = VQAModel(V, A, MECHANISMS[name], BoxEncoder(SmallCNN((8, 8), coord_gates=2)), dim=D,
+                     dropout=0.0, box_geometry=True)
+    boxes = torch.rand(2, 4, 4).sort(-1).values[..., [0, 2, 1, 3]]  # x1 <= x2, y1 <= y2
+    mask = torch.tensor([[True, True, False, False], [True] * 4])
+    boxes[~mask] = 0
+    out = model(question=torch.tensor([[3, 4, 0], [5, 0, 0]]),
+                question_mask=torch.tensor([[True, True, False], [True, False, False]]),
+                image=torch.randn(2, 3, 32, 32), region_mask=mask, boxes=boxes)
+    assert torch.isfinite(out["logits"]).all() and not out["image_attention"][0, :, 2:].any()
+    out["logits"].sum().backward()
+    assert model.image_encoder.encoder.net[0].weight.grad.abs().sum() > 0
+
+
 def region_overlay(shapes_dir: Path, tmp_path: Path) -> Path:
     """A TSV of boxes for each shapes split's images (random features and boxes), converted; a
     config overlay that trains on them with box geometry."""

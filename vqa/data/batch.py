@@ -3,8 +3,8 @@
 Images appear once per batch: ``image`` (B_img, 3, H, W) or ``features`` (B_img, N, C), in order of
 first appearance, and ``image_index`` (B,) points each question at its image when an image is
 asked about more than once (so image-side work runs once per image); without it, row ``i`` is
-question ``i``'s image. Region features (a varying number of boxes per image) are padded to the
-batch's most boxes, with ``region_mask`` marking the real ones.
+question ``i``'s image. Boxes (region features, or images with candidate boxes: a varying number
+per image) are padded to the batch's most boxes, with ``region_mask`` marking the real ones.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class Batch:
         image: (B_img, 3, H, W) normalised images, or ``None`` when ``features`` are served.
         features: (B_img, N, C) cached region features (float16), or ``None``.
         image_index: (B,) each question's row in ``image`` / ``features``, or ``None``.
-        region_mask: (B_img, N) bool, the real boxes of region features (``None``: every region,
-            as on a grid).
+        region_mask: (B_img, N) bool, the real boxes (region features, or images with candidate
+            boxes; ``None``: every region, as on a grid).
         boxes: (B_img, N, 4) the boxes' ``(x1, y1, x2, y2)`` over the image size, zero for
             padding (``None`` for grids).
         scored: (B,) bool, the questions the benchmark scores (``None``: all; GQA scores only its
