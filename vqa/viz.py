@@ -35,6 +35,13 @@ def attention_to_pixels(attention: torch.Tensor | np.ndarray, grid: tuple[int, i
 Layout = tuple[int, int] | np.ndarray | torch.Tensor  # a grid (h, w), or boxes (N, 4) in [0, 1]
 
 
+def _upscaled(image: np.ndarray, at_least: int = 256) -> np.ndarray:
+    """A small image repeated to at least ``at_least`` pixels a side (nearest neighbour: pixels
+    stay sharp), so that box outlines and labels drawn over it are legible in figures."""
+    factor = -(-at_least // max(min(image.shape[:2]), 1))
+    return image.repeat(factor, 0).repeat(factor, 1) if factor > 1 else image
+
+
 def _colour(heat: np.ndarray) -> np.ndarray:
     """Weights scaled to [0, 1] (...,) -> RGB in [0, 1] (..., 3): dark blue (none) to yellow."""
     return np.stack([heat, heat ** 2, 0.4 * (1 - heat)], -1)
@@ -59,9 +66,10 @@ def overlay(image: np.ndarray, attention: torch.Tensor | np.ndarray, layout: Lay
 
 def _boxes_overlay(image: np.ndarray, a: np.ndarray, boxes: np.ndarray, alpha: float,
                    labelled: int) -> np.ndarray:
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     h, w = image.shape[:2]
+    font = ImageFont.load_default(size=max(10, min(h, w) // 16))
     heat = a / max(float(a.max()), 1e-12)  # (N,) in [0, 1]
     base = Image.fromarray((image.astype(np.float32) * (1 - alpha * 0.5)).astype(np.uint8))
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -76,7 +84,7 @@ def _boxes_overlay(image: np.ndarray, a: np.ndarray, boxes: np.ndarray, alpha: f
         draw.rectangle((x1, y1, x2, y2), fill=(*rgb, int(255 * alpha * 0.6 * heat[i])),
                        outline=(*rgb, 255), width=2 if i in top else 1)
         if i in top:
-            draw.text((x1 + 2, y1 + 1), f"{a[i]:.2f}", fill=(255, 255, 255, 255))
+            draw.text((x1 + 2, y1 + 1), f"{a[i]:.2f}", fill=(255, 255, 255, 255), font=font)
     return np.asarray(Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB"))
 
 
@@ -104,7 +112,7 @@ def figure(image: np.ndarray, image_attention: torch.Tensor | np.ndarray,
     from matplotlib.figure import Figure
 
     a_v, a_q = _numpy(image_attention), _numpy(question_attention)[:, : len(tokens)]
-    names = maps.names
+    image, names = _upscaled(image), maps.names
     fig = Figure(figsize=(3 * (len(names) + 1), 5.5))
     axes = fig.subplots(2, len(names) + 1, gridspec_kw={"height_ratios": [3, 2]}, squeeze=False)
     axes[0, 0].imshow(image)
@@ -146,6 +154,7 @@ def side_by_side(rows: Sequence[tuple[str, np.ndarray, torch.Tensor | np.ndarray
     fig = Figure(figsize=(2.6 * width, 2.8 * len(rows)))
     axes = fig.subplots(len(rows), width, squeeze=False)
     for r, (label, image, attention, grid, maps) in enumerate(rows):
+        image = _upscaled(image)
         axes[r, 0].imshow(image)
         axes[r, 0].set_title(label, fontsize=9)
         a = _numpy(attention)
