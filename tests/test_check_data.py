@@ -11,6 +11,8 @@ import pytest
 import yaml
 from conftest import shapes_split
 
+from vqa.data.shapes import BOXES_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,11 +53,16 @@ def test_every_problem_is_listed_with_its_location(shapes_dir: Path, tmp_path: P
     annotations.write_text(json.dumps(anns))
     train_questions = Path(shapes_split(root, "train").questions)
     train_questions.write_text(train_questions.read_text()[:-20])  # cut JSON
+    boxes = root / BOXES_FILE.format(split="val")
+    listed = json.loads(boxes.read_text())
+    lost = listed["images"].pop(0)["image_id"]  # an image of the questions without boxes
+    boxes.write_text(json.dumps(listed))
 
-    proc = check(str(ROOT / "configs/shapes/alternating.yaml"), overlay(tmp_path, root))
+    proc = check(str(ROOT / "configs/shapes/alternating.yaml"), overlay(tmp_path, root, boxes=str(boxes)))
     out = proc.stdout
     assert proc.returncode == 1
-    assert "error: 4 problem(s): the data cannot be used as configured" in out
+    assert "error: 5 problem(s): the data cannot be used as configured" in out
+    assert f"val: {boxes}: no boxes for 1 image(s) of the questions, e.g. [{lost}]" in out
     assert f"train: {train_questions}: not valid JSON (line 1" in out
     assert f"val: {images[0]}: cannot decode the image (OSError: image file is truncated" in out
     assert f"val: {images[1]}: image not found" in out

@@ -85,6 +85,8 @@ def check_split(name: str, parts: list[Split], workers: int = 8) -> Report:
         report.problems += unknown_answer_types(part, examples)
         ids = {ex.image_id for ex in examples}
         report.images += len(ids)
+        if part.boxes:
+            report.problems += _check_boxes(part.boxes, ids)
         if part.features:
             try:
                 report.problems += check_features(part.feature_caches, ids)
@@ -117,3 +119,16 @@ def check_data(configs: list[str], workers: int = 8) -> list[Report]:
     if not reports:
         raise ValueError(f"{', '.join(configs)}: no data splits (data.train, data.val, ...)")
     return reports
+
+
+def _check_boxes(path: str, ids: set[int | str]) -> list[str]:
+    """Problems with a split's boxes file: malformed, or images of the questions it lacks."""
+    from vqa.data.boxes import read_boxes
+
+    try:
+        boxes = read_boxes(path)
+    except (ValueError, FileNotFoundError) as e:
+        return [str(e)]
+    missing = sorted(ids - set(boxes), key=str)
+    return [f"{path}: no boxes for {len(missing)} image(s) of the questions, e.g. "
+            f"{missing[:5]}"] if missing else []
