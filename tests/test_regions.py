@@ -187,6 +187,12 @@ def _drop(h5: Path, name: str) -> None:
         del f[name]
 
 
+def _replace(h5: Path, name: str, value: np.ndarray) -> None:
+    _drop(h5, name)
+    with h5py.File(h5, "r+") as f:
+        f.create_dataset(name, data=value)
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("pickled code ran",))
@@ -227,6 +233,9 @@ MALFORMED = {
     "ban-vqa pos_boxes past the end": (
         lambda t: _h5_edit(t, "ban", lambda h5, _: _set(h5, "pos_boxes", 2, [6, 99])),
         "train.hdf5: row 2: image 23: pos_boxes [6, 99) is not a non-empty range of the 15 boxes"),
+    "ban-vqa pos_boxes of another shape": (
+        lambda t: _h5_edit(t, "ban", lambda h5, _: _replace(h5, "pos_boxes", np.zeros((5, 3), int))),
+        "train.hdf5: pos_boxes is (5, 3), expected (images, 2)"),
     "hdf5 NaN": (lambda t: _h5_edit(t, "ban", lambda h5, _: _set(h5, "image_features", 0, np.nan)),
                  "train.hdf5: row 0: image 9: NaN or infinite values"),
     "npz key missing": (lambda t: _npz_edit(t, lambda z: {k: v for k, v in z.items() if k != "bbox"}),
@@ -555,3 +564,35 @@ def test_extract_region_features_from_detector_proposals(shapes_dir: Path, tmp_p
         r = cache[iid]
         assert 1 <= len(r.boxes) <= 5 and (r.width, r.height) == (64, 64)
         assert (r.boxes >= -1).all() and (r.boxes <= 65).all()
+
+
+def test_id_map_of_numpy_integers_reads_and_a_failed_start_is_reported(tmp_path: Path) -> None:
+    """An id map whose rows are numpy integers (protocol 2, as Python 2 wrote them) reads; a
+    conversion stopped at its first image leaves a cache that says so."""
+    h5, ids = write_bua_hdf5(tmp_path, images())
+    ids.write_bytes(pickle.dumps({k: np.int64(v) for k, v in pickle.loads(ids.read_bytes()).items()},
+                                 protocol=2))
+    cache = convert(["--format", "hdf5", "--source", str(h5), "--ids-map", str(ids)], tmp_path / "c")
+    assert len(cache) == 5
+    bad = _malformed_tsv(tmp_path, lambda f: [*f[:3], "9", *f[4:]], line=1)
+    with pytest.raises(SystemExit, match=r"bad\.tsv:1: image 9: num_boxes 9"):
+        main(["convert-features", *bad, "--out", str(tmp_path / "none")])
+    assert "no image converted yet" in check_regions(tmp_path / "none")
+
+
+def test_boxes_need_a_box_encoder_and_blind_hides_geometry() -> None:
+    from vqa.models import SmallCNN
+
+    grid = VQAModel(V, A, MECHANISMS["san"], SmallCNN((8, 8), coord_gates=0), dim=D, dropout=0.0)
+    inputs = {"question": torch.tensor([[3, 4]]), "question_mask": torch.ones(1, 2, dtype=torch.bool),
+              "image": torch.randn(1, 3, 32, 32), "boxes": torch.rand(1, 3, 4),
+              "region_mask": torch.ones(1, 3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="the data gives candidate boxes"):
+        grid(**inputs)
+    blind = VQAModel(V, A, MECHANISMS["san"], image_dim=12, dim=D, dropout=0.0, box_geometry=True,
+                     blind=True).eval()
+    x = {"question": inputs["question"], "question_mask": inputs["question_mask"],
+         "features": torch.randn(1, 3, 12), "region_mask": inputs["region_mask"]}
+    with torch.no_grad():
+        a, b = blind(**x, boxes=torch.rand(1, 3, 4)), blind(**x, boxes=torch.rand(1, 3, 4))
+    torch.testing.assert_close(a["logits"], b["logits"])

@@ -123,10 +123,8 @@ def finite(features: np.ndarray) -> bool:
     return bool((features.view(np.uint16) & 0x7FFF).max(initial=0) < 0x7C00)
 
 
-def _open_array(path: Path) -> np.ndarray:
-    """``np.load(path, mmap_mode="r")``; a file cut short is named as truncated."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: feature array not found")
+def array_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """A ``.npy`` file's shape, dtype and the offset of its data."""
     with open(path, "rb") as f:
         try:
             header = (np.lib.format.read_array_header_1_0
@@ -135,7 +133,15 @@ def _open_array(path: Path) -> np.ndarray:
             shape, _, dtype = header(f)
         except ValueError as e:
             raise ValueError(f"{path}: not a numpy array file ({e})") from None
-        expected = f.tell() + int(np.prod(shape)) * dtype.itemsize
+        return shape, dtype, f.tell()
+
+
+def _open_array(path: Path) -> np.ndarray:
+    """``np.load(path, mmap_mode="r")``; a file cut short is named as truncated."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: feature array not found")
+    shape, dtype, offset = array_header(path)
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
     size = path.stat().st_size
     if size < expected:
         raise ValueError(f"{path}: truncated: {size} bytes, its header says {expected} "

@@ -3,10 +3,11 @@ NAME``): a frozen torchvision backbone's feature map pooled by RoIAlign (``vqa.m
 over boxes given in a boxes file (``vqa.data.boxes``) or proposed by a torchvision detector, written
 into a region cache (``vqa.data.regions``; resumable like every cache).
 
-Detector proposals follow the adaptive rule of the bottom-up features (Anderson et al. 2018): the
-detections scoring at least ``min_score``, at least ``min_boxes`` of them (the next best when
-fewer pass) and at most ``max_boxes``; an image with no detection at all gets one box, the whole
-image.
+Detector proposals approximate the adaptive rule of the bottom-up features (Anderson et al. 2018):
+the detections, suppressed across classes at IoU 0.3 (torchvision's detectors suppress per class),
+scoring at least ``min_score``, at least ``min_boxes`` of them (the next best when fewer pass) and
+at most ``max_boxes``; an image with no detection at all gets one box, the whole image. Anderson
+et al. keep their region proposals rather than the class-refined boxes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from vqa.data.regions import RegionCache, Regions, resume_point, write_regions
 
 if TYPE_CHECKING:
     import torch
+
+NMS_IOU = 0.3  # bottom-up-attention's generate_tsv.py suppresses at 0.3
 
 
 def load_detector(name: str, weights: str | None) -> torch.nn.Module:
@@ -43,9 +46,11 @@ def load_detector(name: str, weights: str | None) -> torch.nn.Module:
 def propose(detector: torch.nn.Module, image: torch.Tensor, min_boxes: int, max_boxes: int,
             min_score: float) -> np.ndarray:
     """Boxes (n, 4) in pixels of ``image`` (3, H, W) uint8, by the adaptive rule above."""
+    from torchvision.ops import nms
+
     out = detector([image.float() / 255])[0]
-    order = out["scores"].argsort(descending=True)
-    boxes, scores = out["boxes"][order], out["scores"][order]
+    keep = nms(out["boxes"], out["scores"], NMS_IOU)  # across classes; sorted by score
+    boxes, scores = out["boxes"][keep], out["scores"][keep]
     n = min(max(int((scores >= min_score).sum()), min_boxes), max_boxes, len(boxes))
     if n == 0:
         h, w = image.shape[1:]
@@ -94,7 +99,11 @@ def extract_regions(images: dict[int | str, Path], out: str | os.PathLike, encod
                     b = propose(detector, upright.to(device), min_boxes, max_boxes, min_score)
                 found.append(ImageBoxes(b, w, h))
             else:
-                found.append(boxes[iid])
+                given, (w, h) = boxes[iid], upright_size(images[iid])
+                if (given.width, given.height) != (w, h):
+                    raise ValueError(f"boxes file: image {iid} is {given.width} x {given.height}, "
+                                     f"but {images[iid]} is {w} x {h} (upright)")
+                found.append(given)
             resized.append(load_image(images[iid], (image_size, image_size)))
         k = max(len(f.boxes) for f in found)
         padded = torch.zeros(len(found), k, 4)

@@ -11,8 +11,9 @@ Layout of a cache folder (rows in the order of ``index.json``'s ``ids``; K = ``m
 
 Rows are written with positioned writes (nothing of the arrays is held in memory), flushed, and
 only then counted in ``done`` (``index.json`` replaced atomically): a killed conversion resumes
-at the first row not counted, and a reader never sees a row half written. Padding to K costs
-space where images have fewer boxes (the 10-100 adaptive releases: about half).
+at the first row not counted, and a reader never sees a row half written. Only each image's boxes
+are written: the padding to K stays a hole of the sparse file, so disk use follows the real boxes
+(a copy that does not keep holes takes the full M x K x C).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vqa._io import read_json, write_json
-from vqa.data.features import CachedRows, FeatureCache, _missing, _open_array, finite
+from vqa.data.features import CachedRows, FeatureCache, _missing, _open_array, array_header, finite
 
 FORMAT = "vqa-regions/1"
 INDEX = "index.json"
@@ -85,7 +86,8 @@ class RegionCache(CachedRows):
 
     def __init__(self, folder: str | os.PathLike) -> None:
         super().__init__(folder, read_index(Path(folder)))
-        self.max_boxes, self.dim = int(self.meta["max_boxes"]), int(self.meta["dim"])
+        # C is known from the first image on (None in a cache no image reached yet)
+        self.max_boxes, self.dim = int(self.meta["max_boxes"]), self.meta["dim"]
         self.shape = (self.max_boxes, self.dim)  # (K, C), as a grid cache's (N, C)
         self._arrays: dict[str, np.ndarray] | None = None
 
@@ -147,7 +149,7 @@ def write_regions(out: str | os.PathLike, ids: list[int | str], records: Iterabl
     done, dim = meta["done"], meta.get("dim")
     files = {k: open(out / f"{k}.npy", "r+b") for k in ARRAYS}  # noqa: SIM115 (closed below)
     try:
-        offsets = {k: _data_offset(out / f"{k}.npy") for k in ARRAYS}
+        offsets = {k: array_header(out / f"{k}.npy")[2] for k in ARRAYS}
         bar = tqdm(total=len(ids), initial=done, desc="converting features", unit="img",
                    disable=not progress)
         try:
@@ -220,25 +222,18 @@ def _allocate(files: dict[str, Any], offsets: dict[str, int], m: int, k: int,
         f.truncate(offsets[name] + int(np.prod(shapes[name])) * np.dtype(dtype).itemsize)
 
 
-def _data_offset(path: Path) -> int:
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        (np.lib.format.read_array_header_1_0 if version == (1, 0)
-         else np.lib.format.read_array_header_2_0)(f)
-        return f.tell()
-
-
 def _write_row(files: dict[str, Any], offsets: dict[str, int], row: int, rec: Regions, k: int,
                dim: int) -> None:
-    n = len(rec.boxes)
-    padded = np.zeros((k, dim), np.float16)
-    padded[:n] = rec.features
-    boxes = np.zeros((k, 4), np.float32)
-    boxes[:n] = rec.boxes
-    values = {"features": padded, "boxes": boxes, "counts": np.array([n], np.int32),
-              "sizes": np.array([rec.width, rec.height], np.int32)}
-    for name, value in values.items():
-        os.pwrite(files[name].fileno(), value.tobytes(), offsets[name] + row * value.nbytes)
+    """Row ``row``: the image's n boxes only; the padding beyond them stays a hole of the sparse
+    file (zeros, no disk)."""
+    values = {"features": (rec.features.astype(np.float16), k * dim * 2),
+              "boxes": (rec.boxes.astype(np.float32), k * 4 * 4),
+              "counts": (np.array([len(rec.boxes)], np.int32), 4),
+              "sizes": (np.array([rec.width, rec.height], np.int32), 8)}
+    for name, (value, row_bytes) in values.items():
+        data = value.tobytes()
+        if os.pwrite(files[name].fileno(), data, offsets[name] + row * row_bytes) != len(data):
+            raise OSError(f"{files[name].name}: short write at row {row} (disk full?)")
 
 
 def _commit(out: Path, files: dict[str, Any], meta: dict[str, Any], done: int) -> None:
@@ -261,7 +256,7 @@ def check_regions(folder: str | os.PathLike, needed: Iterable[int | str] = (),
     if len(set(ids)) != len(ids):
         problems.append("image ids repeat in the index")
     if meta["done"] == 0:
-        return problems + _missing(needed, cache.row)
+        return [*problems, "no image converted yet", *_missing(needed, cache.row)]
     try:
         a = cache.arrays
     except ValueError as e:
@@ -279,8 +274,13 @@ def check_regions(folder: str | os.PathLike, needed: Iterable[int | str] = (),
         problems.append(f"image {ids[r]} (row {r}) has {counts[r]} boxes (expected 1 to {k})")
     for start in range(0, meta["done"], chunk):
         block = np.asarray(a["features"][start:start + chunk], np.float32)
-        bad = ~np.isfinite(block).reshape(len(block), -1).all(1)
+        boxes = np.asarray(a["boxes"][start:start + chunk])
+        bad = ~(np.isfinite(block).reshape(len(block), -1).all(1)
+                & np.isfinite(boxes).reshape(len(boxes), -1).all(1))
         for r in np.flatnonzero(bad)[:5]:
             problems.append(f"image {ids[start + r]} (row {start + r}) has NaN or infinite values")
+    sizes = np.asarray(a["sizes"][: meta["done"]])
+    for r in np.flatnonzero((sizes <= 0).any(1))[:5]:
+        problems.append(f"image {ids[r]} (row {r}) has size {sizes[r].tolist()}")
     return problems + _missing(needed, cache.row)
 

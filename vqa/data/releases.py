@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vqa.data.features import IMAGE_SUFFIXES
 from vqa.data.regions import Regions
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -71,8 +72,9 @@ def _image_id(text: str) -> int | str:
 
 
 class TsvRelease(Release):
-    """The bottom-up-attention TSV, one or more files (the release splits trainval in four).
-    Lines are read as bytes, whole: they are far longer than the ``csv`` module's field limit."""
+    """The bottom-up-attention TSV, one or more files (the 36-box release is one trainval file;
+    the adaptive release four, ``karpathy_{train,val,test}_...tsv[.0/.1]``). Lines are read as
+    bytes, whole: they are far longer than the ``csv`` module's field limit."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths, self.where = paths, ", ".join(map(str, paths))
@@ -135,18 +137,28 @@ def _base64_floats(field: bytes, name: str, where: str, iid: int | str) -> np.nd
 
 class _NoCode(pickle.Unpickler):
     """Unpickles plain data only: any global (a class or function to call) is refused, so a
-    pickle cannot run code. NumPy integers are rebuilt from their bytes."""
+    pickle cannot run code. NumPy integers are rebuilt from their bytes (which protocols 0-2
+    and Python 2 pickles carry as latin-1 text)."""
 
     def find_class(self, module: str, name: str) -> Any:
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
             return _numpy_scalar
         if module == "numpy" and name == "dtype":
             return _numpy_dtype
+        if module == "_codecs" and name == "encode":
+            return _latin1
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: the id map must be "
                                      "plain data (a dict of image id -> row)")
 
 
-def _numpy_scalar(dtype: np.dtype, data: bytes) -> int:
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("only latin-1 text is encoded while reading an id map")
+    return text.encode("latin1")
+
+
+def _numpy_scalar(dtype: np.dtype, data: bytes | str) -> int:
+    data = data.encode("latin1") if isinstance(data, str) else data
     if not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or not isinstance(data, bytes):
         raise pickle.UnpicklingError("only integer numpy scalars are read from an id map")
     return int(np.frombuffer(data, dtype)[0])
@@ -198,6 +210,9 @@ class Hdf5Release(Release):
                                      f"vqa or ban-vqa feature file has image_features, image_bb, "
                                      f"spatial_features; it holds {sorted(f.keys())})")
                 self.flat = "pos_boxes" in f
+                if self.flat and (f["pos_boxes"].ndim != 2 or f["pos_boxes"].shape[1] != 2):
+                    raise ValueError(f"{path}: pos_boxes is {f['pos_boxes'].shape}, expected "
+                                     "(images, 2): each image's [start, end) box rows")
                 n_rows = len(f["pos_boxes"] if self.flat else f["image_features"])
                 self._check_shapes(f)
         except OSError as e:
@@ -268,7 +283,8 @@ class NpzRelease(Release):
         self.folder, self.where = folder, str(folder)
         files: dict[int | str, Path] = {}
         for path in sorted(folder.glob("*.npz")):
-            stem = path.name.split(".")[0]
+            stem = Path(path.stem)  # COCO_val2014_000000000042.jpg.npz -> ...042.jpg -> ...042
+            stem = stem.stem if stem.suffix.lower() in IMAGE_SUFFIXES else stem.name
             m = re.search(r"(\d+)$", stem)
             if naming == "number" and m is None:
                 raise ValueError(f"{path}: no image id at the end of the file name")

@@ -60,8 +60,8 @@ class VQAModel(nn.Module):
         dim: feature size ``d`` of regions and words.
         dropout: dropout throughout.
         box_geometry: region features carry their box's normalised ``(x1, y1, x2, y2, area)``
-            into the projection ``W_I`` (as bottom-up-attention-vqa's ``spatial_features`` and
-            MCAN's box features do); needs region caches (boxes).
+            into the projection ``W_I`` (as OpenVQA's box features do; bottom-up-attention-vqa
+            loads its ``spatial_features`` and leaves them unused); needs boxes.
         blind: zero the image features (a question-only ablation that keeps the architecture).
     """
 
@@ -106,6 +106,10 @@ class VQAModel(nn.Module):
         dropout (where the HieCoAtt reference code has it: on the d-wide output, not the raw
         features). The questions of an image share V, and so its dropout mask, which is what lets
         every product with V run once per image."""
+        if image is not None and boxes is not None and not isinstance(self.image_encoder, BoxEncoder):
+            raise ValueError("the data gives candidate boxes (a split's 'boxes') but the image "
+                             "encoder makes a grid: pool the boxes with a BoxEncoder (e.g. -c "
+                             "configs/shapes/boxes.yaml), or leave the boxes out")
         if features is None and isinstance(self.image_encoder, BoxEncoder):
             if boxes is None:
                 raise ValueError("a BoxEncoder pools boxes: give the splits a boxes file "
@@ -114,12 +118,12 @@ class VQAModel(nn.Module):
         elif features is None:
             features = self.image_encoder(image)  # (B_img, N, C)
         features = features.to(_compute_dtype(features.device.type, self.image_proj.weight.dtype))
-        if self.blind:
-            features = torch.zeros_like(features)
         if self.box_geometry:
             if boxes is None:
                 raise ValueError("box_geometry needs region features with boxes (a region cache)")
             features = torch.cat([features, box_geometry(boxes).to(features.dtype)], -1)
+        if self.blind:  # geometry included: a blind model learns nothing of where boxes are
+            features = torch.zeros_like(features)
         return self.drop(torch.tanh(self.image_proj(features)))  # (B_img, N, C) -> (B_img, N, D)
 
     def forward(self, question: torch.Tensor, question_mask: torch.Tensor,
