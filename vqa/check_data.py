@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vqa.data.example import ANSWER_TYPES, Example, image_path
-from vqa.data.features import check_features
+from vqa.data.regions import check_caches
 from vqa.data.split import Split
 
 SPLITS = ("train", "val", "test", "predict")
@@ -89,7 +89,7 @@ def check_split(name: str, parts: list[Split], workers: int = 8) -> Report:
             report.problems += _check_boxes(part.boxes, ids)
         if part.features:
             try:
-                report.problems += check_features(part.feature_caches, ids)
+                report.problems += check_caches(part.feature_caches, ids)
             except (ValueError, FileNotFoundError) as e:
                 report.problems.append(str(e))
         else:

@@ -215,8 +215,8 @@ def _question_images(questions: list[str], dataset: str | None) -> set[int | str
 
 def check_features_main(argv: list[str]) -> None:
     from vqa.data.datasets import detect_format, formats, get_format
-    from vqa.data.features import check_features, naming_hint
-    from vqa.data.regions import RegionCache, open_cache
+    from vqa.data.features import naming_hint
+    from vqa.data.regions import RegionCache, check_caches, open_cache
 
     p = argparse.ArgumentParser(prog="vqa check-features", description="Verify feature caches "
                                 "(read together, as a split's list of caches is).")
@@ -234,7 +234,7 @@ def check_features_main(argv: list[str]) -> None:
         fmt = get_format(a.dataset) if a.dataset else detect_format(q)
         needed.update(ex.image_id for ex in fmt.read(q, None)[0])
         hint = hint or naming_hint(cached, fmt.image_ids, fmt.name)
-    problems = check_features(a.cache, needed)
+    problems = check_caches(a.cache, needed)
     if problems and hint:  # the last problem is the missing images
         problems[-1] += hint
     for folder, cache in caches.items():

@@ -250,17 +250,13 @@ def _resume_or_start(out: Path, ids: list[int | str], settings: dict[str, Any], 
 
 def check_features(folder: str | os.PathLike | Sequence[str | os.PathLike],
                    needed: Iterable[int | str] = (), chunk: int = 256) -> list[str]:
-    """Problems with a cache (grid or region: ``vqa.data.regions.check_regions``), or several read
-    together (empty when sound): incomplete, wrong shape or dtype, repeated ids, NaN or infinite
-    values, or image ids in ``needed`` that none of them holds."""
-    from vqa.data.regions import check_regions, is_region_cache, open_cache
-
+    """Problems with a grid cache, or several read together (empty when sound): incomplete, wrong
+    shape or dtype, repeated ids, NaN or infinite values, or image ids in ``needed`` that none of
+    them holds (``vqa.data.regions.check_caches`` checks region caches too)."""
     if not isinstance(folder, str | os.PathLike):
-        caches = [open_cache(f) for f in folder]
+        caches = [FeatureCache(f) for f in folder]
         problems = [f"{c.folder}: {p}" for c in caches for p in check_features(c.folder, (), chunk)]
         return problems + _missing(needed, set().union(*(c.row for c in caches)))
-    if is_region_cache(folder):
-        return check_regions(folder, needed, chunk)
     cache = FeatureCache(folder)
     meta, problems = cache.meta, []
     ids = meta["ids"]

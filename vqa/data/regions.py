@@ -19,7 +19,7 @@ are written: the padding to K stays a hole of the sparse file, so disk use follo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,15 @@ import numpy as np
 from tqdm import tqdm
 
 from vqa._io import read_json, write_json
-from vqa.data.features import CachedRows, FeatureCache, _missing, _open_array, array_header, finite
+from vqa.data.features import (
+    CachedRows,
+    FeatureCache,
+    _missing,
+    _open_array,
+    array_header,
+    check_features,
+    finite,
+)
 
 FORMAT = "vqa-regions/1"
 INDEX = "index.json"
@@ -284,3 +292,12 @@ def check_regions(folder: str | os.PathLike, needed: Iterable[int | str] = (),
         problems.append(f"image {ids[r]} (row {r}) has size {sizes[r].tolist()}")
     return problems + _missing(needed, cache.row)
 
+
+def check_caches(folders: Sequence[str | os.PathLike], needed: Iterable[int | str] = ()
+                 ) -> list[str]:
+    """Problems with grid or region caches read together (empty when sound), each checked as its
+    kind (``check_features``, ``check_regions``), and image ids in ``needed`` none of them holds."""
+    caches = [open_cache(f) for f in folders]
+    problems = [f"{c.folder}: {p}" for c in caches for p in (
+        check_regions(c.folder) if isinstance(c, RegionCache) else check_features(c.folder))]
+    return problems + _missing(needed, set().union(*(c.row for c in caches)))
