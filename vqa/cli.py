@@ -174,7 +174,7 @@ def extract_features_main(argv: list[str]) -> None:
 
 
 def convert_features_main(argv: list[str]) -> None:
-    from vqa.data.regions import resume_point, write_regions
+    from vqa.data.regions import write_regions
     from vqa.data.releases import FORMATS, open_release
 
     p = argparse.ArgumentParser(prog="vqa convert-features", description="Convert a region-feature "
@@ -198,8 +198,7 @@ def convert_features_main(argv: list[str]) -> None:
     if missing:
         raise ValueError(f"{release.where}: {len(missing)} image(s) of the questions are not in "
                          f"the release, e.g. {missing[:5]}")
-    done = resume_point(a.out)
-    cache = write_regions(a.out, release.ids, release.read(done), release.source, a.max_boxes,
+    cache = write_regions(a.out, release.ids, release.read, release.source, a.max_boxes,
                           release.where)
     print(f"{len(cache)} images in {a.out}: up to {cache.max_boxes} boxes x {cache.dim} float16 "
           "features each")
@@ -333,19 +332,18 @@ def attend_main(argv: list[str]) -> None:
 
 def _image_boxes(path: str, image: Path):  # -> np.ndarray (N, 4) pixels
     """The boxes of ``image`` in boxes file ``path``."""
-    import re
-
     from vqa.data.boxes import read_boxes
+    from vqa.data.features import image_id
 
     boxes = read_boxes(path)
-    m = re.search(r"(\d+)$", image.stem)
-    for key in (int(m.group(1)) if m else None, image.stem):
+    keys = (image_id(image.stem), image.stem)
+    for key in keys:
         if key in boxes:
             return boxes[key].boxes
     if len(boxes) == 1:
         return next(iter(boxes.values())).boxes
     raise ValueError(f"{path}: no boxes for image {image.name} (looked for image id "
-                     f"{int(m.group(1)) if m else image.stem!r})")
+                     f"{' or '.join(repr(k) for k in keys if k is not None)})")
 
 
 def study_main(argv: list[str]) -> None:

@@ -38,6 +38,15 @@ INDEX, ARRAY = "index.json", "features.npy"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def image_id(stem: str, ids: Literal["number", "name"] = "number") -> int | str | None:
+    """The image id a file stem names: ``number``, the number ending it (``None`` without one);
+    ``name``, the stem itself."""
+    if ids == "name":
+        return stem
+    m = re.search(r"(\d+)$", stem)
+    return int(m.group(1)) if m else None
+
+
 def image_files(folder: str | os.PathLike, ids: Literal["number", "name"] = "number"
                 ) -> dict[int | str, Path]:
     """Image id -> file for the images of a folder. ``number``: the number that ends the file
@@ -49,11 +58,10 @@ def image_files(folder: str | os.PathLike, ids: Literal["number", "name"] = "num
     for path in sorted(Path(folder).iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        m = re.search(r"(\d+)$", path.stem)
-        if ids == "number" and m is None:
+        iid = image_id(path.stem, ids)
+        if iid is None:
             raise ValueError(f"{path}: no image id at the end of the file name (use --ids name "
                              "for datasets that name images otherwise)")
-        iid = int(m.group(1)) if ids == "number" else path.stem
         if iid in out:
             raise ValueError(f"{path}: image id {iid} also belongs to {out[iid]}")
         out[iid] = path
@@ -149,13 +157,15 @@ def _open_array(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def read_index(folder: Path) -> dict[str, Any]:
+def read_index(folder: Path, fmt: str = FORMAT, kind: str = "feature cache",
+               command: str = "vqa extract-features") -> dict[str, Any]:
+    """A cache's ``index.json``, checked to be of format ``fmt`` (a ``kind`` made by ``command``)."""
     index = folder / INDEX
     if not index.is_file():
-        raise FileNotFoundError(f"{index}: no feature cache here (run `vqa extract-features`)")
+        raise FileNotFoundError(f"{index}: no {kind} here (run `{command}`)")
     meta = read_json(index)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{index}: not a feature cache index (expected format {FORMAT!r})")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ValueError(f"{index}: not a {kind} index (expected format {fmt!r})")
     return meta
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vqa.data.boxes import ImageBoxes
-from vqa.data.regions import RegionCache, Regions, resume_point, write_regions
+from vqa.data.regions import RegionCache, Regions, write_regions
 
 if TYPE_CHECKING:
     import torch
@@ -82,8 +82,7 @@ def extract_regions(images: dict[int | str, Path], out: str | os.PathLike, encod
     if detector is not None:
         detector = detector.to(device)
 
-    def records() -> Iterator[Regions]:
-        done = resume_point(out)
+    def records(done: int) -> Iterator[Regions]:
         for start in range(done, len(ids), batch_size):
             yield from _batch(ids[start:start + batch_size])
 
@@ -118,5 +117,5 @@ def extract_regions(images: dict[int | str, Path], out: str | os.PathLike, encod
                         f.height, str(images[iid]))
                 for r, (iid, f) in enumerate(zip(batch_ids, found, strict=True))]
 
-    return write_regions(out, ids, records(), source, max_boxes, str(out), progress)
+    return write_regions(out, ids, records, source, max_boxes, str(out), progress)
 

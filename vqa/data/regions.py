@@ -19,7 +19,7 @@ are written: the padding to K stays a hole of the sparse file, so disk use follo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vqa._io import read_json, write_json
+from vqa.data import features
 from vqa.data.features import (
     CachedRows,
     FeatureCache,
@@ -96,7 +97,6 @@ class RegionCache(CachedRows):
         super().__init__(folder, read_index(Path(folder)))
         # C is known from the first image on (None in a cache no image reached yet)
         self.max_boxes, self.dim = int(self.meta["max_boxes"]), self.meta["dim"]
-        self.shape = (self.max_boxes, self.dim)  # (K, C), as a grid cache's (N, C)
         self._arrays: dict[str, np.ndarray] | None = None
 
     @property
@@ -137,24 +137,20 @@ def open_cache(folder: str | os.PathLike) -> RegionCache | FeatureCache:
 
 
 def read_index(folder: Path) -> dict[str, Any]:
-    index = folder / INDEX
-    if not index.is_file():
-        raise FileNotFoundError(f"{index}: no region cache here (run `vqa convert-features`)")
-    meta = read_json(index)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{index}: not a region cache index (expected format {FORMAT!r})")
-    return meta
+    return features.read_index(folder, FORMAT, "region cache", "vqa convert-features")
 
 
-def write_regions(out: str | os.PathLike, ids: list[int | str], records: Iterable[Regions],
-                  source: dict[str, Any], max_boxes: int, where: str = "",
-                  progress: bool = True, chunk: int = 64) -> RegionCache:
-    """Write ``records``, the images of ``ids`` in that order, into the cache ``out``, checking
-    each (``Regions.check``; ``where`` names the source in other errors). When ``out`` was started
-    before, ``records`` begins at its first row not done (``resume_point``)."""
+def write_regions(out: str | os.PathLike, ids: list[int | str],
+                  read: Callable[[int], Iterable[Regions]], source: dict[str, Any], max_boxes: int,
+                  where: str = "", progress: bool = True, chunk: int = 64) -> RegionCache:
+    """Write the images of ``ids``, in that order, into the cache ``out``, checking each
+    (``Regions.check``; ``where`` names the source in other errors). ``read(start)`` gives them
+    from row ``start`` on: 0 for a new cache, its first row not done when ``out`` was started
+    before."""
     out = Path(out)
     meta = _resume_or_start(out, ids, source, max_boxes)
     done, dim = meta["done"], meta.get("dim")
+    records = read(done)
     files = {k: open(out / f"{k}.npy", "r+b") for k in ARRAYS}  # noqa: SIM115 (closed below)
     try:
         offsets = {k: array_header(out / f"{k}.npy")[2] for k in ARRAYS}
@@ -208,11 +204,6 @@ def _resume_or_start(out: Path, ids: list[int | str], source: dict[str, Any],
             "ids": ids, "done": 0}
     write_json(out / INDEX, meta)
     return meta
-
-
-def resume_point(out: str | os.PathLike) -> int:
-    """Rows already done in cache ``out`` (0 when there is none yet)."""
-    return read_index(Path(out))["done"] if (Path(out) / INDEX).is_file() else 0
 
 
 def _allocate(files: dict[str, Any], offsets: dict[str, int], m: int, k: int,

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vqa.data.features import IMAGE_SUFFIXES
+from vqa.data.features import IMAGE_SUFFIXES, image_id
 from vqa.data.regions import Regions
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -285,10 +285,9 @@ class NpzRelease(Release):
         for path in sorted(folder.glob("*.npz")):
             stem = Path(path.stem)  # COCO_val2014_000000000042.jpg.npz -> ...042.jpg -> ...042
             stem = stem.stem if stem.suffix.lower() in IMAGE_SUFFIXES else stem.name
-            m = re.search(r"(\d+)$", stem)
-            if naming == "number" and m is None:
+            iid = image_id(stem, naming)
+            if iid is None:
                 raise ValueError(f"{path}: no image id at the end of the file name")
-            iid = int(m.group(1)) if naming == "number" else stem
             if iid in files:
                 raise ValueError(f"{path}: image {iid} also comes from {files[iid]}")
             files[iid] = path
