@@ -24,7 +24,11 @@ in each batch; every question's item still reads its own copy.
         [--answers 1000 3129] [--batch 128 300] [--qpi 1 5.4] [--precision 32 bf16]
         [--compile [off on]] [--steps 8] [--warmup 2] [--threads 2] [--no-model]
         [--workers 2] [--data-batch 128] [--data-questions 1000] [--no-data]
-        [--workdir runs/bench] [--out runs/bench/bench.json]
+        [--profile 3] [--workdir runs/bench] [--out runs/bench/bench.json]
+
+``--profile N`` also runs N training steps (after N more, unprofiled) under ``torch.profiler``
+and prints, per configuration, the operators that took the most self time and the share of the
+step spent in matrix products (mm, bmm, addmm, convolutions, the LSTM) against everything else.
 """
 
 from __future__ import annotations
@@ -122,6 +126,32 @@ def lstm_flops(lstm: nn.LSTM, tokens: int) -> int:
     return sum(2 * 4 * (i + lstm.hidden_size) * lstm.hidden_size for i in inputs) * tokens
 
 
+ARITHMETIC = ("aten::mm", "aten::bmm", "aten::addmm", "aten::convolution_backward",
+              "aten::mkldnn_convolution", "aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def profiled(step: Callable[[], Any], steps: int, top: int = 12) -> dict[str, Any]:
+    """Self time of each operator over ``steps`` calls of ``step`` (``torch.profiler``), after as
+    many unprofiled calls (the first steps' large tensors still fault in fresh pages): the ``top``
+    costliest, and the share of all self time spent in matrix products."""
+    from torch.profiler import profile
+
+    for _ in range(steps):
+        step()
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    ops = sorted(((e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages()
+                  if e.key.startswith("aten::")), key=lambda o: -o[1])
+    total = sum(o[1] for o in ops)
+    return {"steps": steps, "total_ms": total / 1e3, "matmul_share": sum(
+                o[1] for o in ops if o[0] in ARITHMETIC) / total,
+            "top": [{"op": k, "ms_per_step": t / 1e3 / steps, "share": t / total,
+                     "calls_per_step": n / steps} for k, t, n in ops[:top]]}
+
+
 def rss_mib() -> float:
     """Resident set size now (Linux ``/proc/self/statm``; no psutil needed)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -171,6 +201,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     # FLOPs are counted on the uncompiled model in fp32: the same arithmetic, and under CPU bf16
     # autocast the flop counter's LSTM decomposition fails in oneDNN.
     train_flops = count_flops(lambda: train_step(model, nullcontext()))
+    profile = profiled(lambda: train_step(run), cfg["profile"]) if cfg.get("profile") else None
     model.eval()
     infer = timed(lambda: infer_step(run), cfg["warmup"], cfg["steps"], device)
     infer_flops = count_flops(lambda: infer_step(model, nullcontext()))
@@ -182,7 +213,8 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
             "train_samples_s": b / statistics.median(train),
             "infer_samples_s": b / statistics.median(infer), "peak_mib": peak,
             "train_flops_per_sample": train_flops / b, "infer_flops_per_sample": infer_flops / b,
-            "lstm_counted": lstm_counted, "lstm_forward_flops_per_sample": lstm_flops(lstm, TOKENS)}
+            "lstm_counted": lstm_counted, "lstm_forward_flops_per_sample": lstm_flops(lstm, TOKENS),
+            "profile": profile}
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -367,6 +399,8 @@ def main() -> None:
     p.add_argument("--data-qpi", type=int, default=5, help="questions per generated image (1-8)")
     p.add_argument("--no-model", action="store_true")
     p.add_argument("--no-data", action="store_true")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile N training steps (torch.profiler) and print the costliest ops")
     p.add_argument("--workdir", default="runs/bench")
     p.add_argument("--out", default=None, help="default: WORKDIR/bench.json")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a config as JSON: measure it, print JSON
@@ -383,7 +417,7 @@ def main() -> None:
                 a.variants, a.answers, a.batch, a.qpi, a.precision, a.compile or ["on"]):
             cfg = {"variant": variant, "answers": answers, "batch": batch, "qpi": qpi,
                    "precision": precision, "compile": comp, "device": device, "threads": a.threads,
-                   "vocab": a.vocab, "steps": a.steps, "warmup": a.warmup}
+                   "vocab": a.vocab, "steps": a.steps, "warmup": a.warmup, "profile": a.profile}
             print(f"model: {json.dumps(cfg)}", file=sys.stderr, flush=True)
             report["model"].append(run_config(cfg))
         report["matmul_gflops"] = {p: matmul_gflops(device, DTYPES[p]) for p in a.precision}
@@ -400,6 +434,15 @@ def main() -> None:
           + (f", matmul GFLOP/s: {rates}" if rates else "") + f", {env['date']}\n")
     if report["model"]:
         print(model_table(report["model"], report["matmul_gflops"], device) + "\n")
+    for r in report["model"]:
+        if r.get("profile"):
+            prof = r["profile"]
+            print(f"Profile of {r['variant']}, batch {r['batch']}, {r['qpi']} q/img, {r['precision']}:"
+                  f" {prof['total_ms'] / prof['steps']:.1f} ms of operator self time a training step,"
+                  f" {100 * prof['matmul_share']:.1f} % of it in matrix products\n")
+            print(markdown(["operator", "ms / step", "share %", "calls / step"],
+                           [[o["op"], f"{o['ms_per_step']:.1f}", f"{100 * o['share']:.1f}",
+                             f"{o['calls_per_step']:.0f}"] for o in prof["top"]]) + "\n")
     if report["data"]:
         print(markdown(["data source", "workers", "batch", "questions/s", "images/s"],
                        [[d["source"], d["workers"], d["batch"], f"{d['samples_s']:.1f}",

@@ -140,7 +140,10 @@ class VQAModel(nn.Module):
         v = self.regions(image, features, boxes)  # (B_img, N, D)
         pre = self.attention.precompute(v, region_mask)  # each (B_img, ...)
         if image_index is not None:  # gathered per question: B_img -> B
-            v, pre = v[image_index], tuple(p[image_index] for p in pre)
+            # index_select, not v[image_index]: its backward (index_add_) is 5x faster on the CPU
+            # than advanced indexing's (index_put_ with accumulate) at (64, 196, 512)
+            v = v.index_select(0, image_index)
+            pre = tuple(p.index_select(0, image_index) for p in pre)
             region_mask = region_mask[image_index] if region_mask is not None else None
         q = self.question_encoder(question, question_mask)  # levels, each (B, T, D)
         out = self.attention(v, region_mask, q, question_mask, pre)
