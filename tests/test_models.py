@@ -153,3 +153,24 @@ def test_paper_model_is_the_default_with_the_reference_answer_head() -> None:
     assert coco.head.w_s.out_features == coco.head.w_p.out_features == 512
     old = HieCoAtt(vocab_size=50, num_answers=1000, image_dim=2048, answer_hidden=1024)
     assert (old.head.w_w.out_features, old.head.w_p.in_features) == (1024, 512 + 1024)
+
+
+def test_level_dropout_drops_whole_levels_per_question_in_training_only() -> None:
+    from vqa.models.head import RecursiveAnswerHead
+
+    torch.manual_seed(0)
+    head = RecursiveAnswerHead(dim=4, hidden=8, num_answers=3, dropout=0.0, level_dropout=0.5)
+    sums = [torch.ones(2000, 4) * (i + 1) for i in range(3)]
+    head.train()
+    out = head._levels(sums)
+    for i, x in enumerate(out):
+        rows = x / (i + 1)  # each row all 0 (dropped) or all 1 / (1 - p) = 2 (kept)
+        assert set(rows.unique().tolist()) == {0.0, 2.0}
+        assert (rows == rows[:, :1]).all()
+        assert abs((rows[:, 0] == 0).float().mean().item() - 0.5) < 0.05
+    assert not torch.equal(out[0] == 0, out[1] == 0)  # one draw per level
+    head.eval()
+    assert all(x is y for x, y in zip(head._levels(sums), sums, strict=True))
+    paper = RecursiveAnswerHead(dim=4, hidden=8, num_answers=3, dropout=0.0)
+    paper.train()
+    assert all(x is y for x, y in zip(paper._levels(sums), sums, strict=True))

@@ -21,10 +21,14 @@ class RecursiveAnswerHead(nn.Module):
         hidden: widths of (h^w, h^p, h^s); one number sets all three.
         num_answers: size of the answer vocabulary.
         dropout: before each linear layer, as in the reference code.
+        level_dropout: in training, each question's attended pair ``q + v`` of each level is
+            zeroed with this probability (the kept ones scaled by 1 / (1 - p)), so that no level
+            can leave a question family to another. Not in the paper (0 turns it off); see
+            ``docs/results/shapes.md`` for why the shapes recipe uses it.
     """
 
     def __init__(self, dim: int = 512, hidden: int | tuple[int, int, int] = (512, 512, 1024),
-                 num_answers: int = 1000, dropout: float = 0.5) -> None:
+                 num_answers: int = 1000, dropout: float = 0.5, level_dropout: float = 0.0) -> None:
         super().__init__()
         h_w, h_p, h_s = (hidden,) * 3 if isinstance(hidden, int) else tuple(hidden)
         self.w_w = nn.Linear(dim, h_w)
@@ -32,11 +36,21 @@ class RecursiveAnswerHead(nn.Module):
         self.w_s = nn.Linear(dim + h_p, h_s)
         self.w_h = nn.Linear(h_s, num_answers)
         self.drop = Dropout(dropout)
+        self.level_dropout = level_dropout
+
+    def _levels(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``level_dropout`` over the levels' (B, D) sums: one draw per question and level."""
+        p = self.level_dropout
+        if not self.training or p == 0:
+            return sums
+        keep = torch.rand(sums[0].shape[0], len(sums), device=sums[0].device) >= p  # (B, L)
+        scale = keep.to(sums[0].dtype) / (1 - p)
+        return [x * scale[:, i, None] for i, x in enumerate(sums)]
 
     def forward(self, levels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """``levels``: (v^, q^) pairs, each (B, D), for word, phrase, question -> logits (B, A)."""
-        (v_w, q_w), (v_p, q_p), (v_s, q_s) = levels
-        h = torch.tanh(self.w_w(self.drop(q_w + v_w)))  # Eq. 7
-        h = torch.tanh(self.w_p(self.drop(torch.cat([q_p + v_p, h], -1))))  # Eq. 8
-        h = torch.tanh(self.w_s(self.drop(torch.cat([q_s + v_s, h], -1))))  # Eq. 9
+        word, phrase, question = self._levels([q + v for v, q in levels])  # each (B, D)
+        h = torch.tanh(self.w_w(self.drop(word)))  # Eq. 7
+        h = torch.tanh(self.w_p(self.drop(torch.cat([phrase, h], -1))))  # Eq. 8
+        h = torch.tanh(self.w_s(self.drop(torch.cat([question, h], -1))))  # Eq. 9
         return self.w_h(self.drop(h))

@@ -35,17 +35,18 @@ class HierarchicalCoAttention(Attention):
             ``AlternatingCoAttention`` (the reference code's default) or ``ParallelCoAttention``.
         hidden: attention size ``k``.
         answer_hidden: widths of the recursive head's h^w, h^p, h^s.
+        level_dropout: the head's (``RecursiveAnswerHead``); 0 in the paper.
     """
 
     maps = MapNames(LEVELS, LEVELS)
 
     def __init__(self, dim: int = 512, dropout: float = 0.5,
                  coattention: Callable[[int, int, float], CoAttention] = AlternatingCoAttention,
-                 hidden: int = 512, answer_hidden: int | tuple[int, int, int] = (512, 512, 1024)
-                 ) -> None:
+                 hidden: int = 512, answer_hidden: int | tuple[int, int, int] = (512, 512, 1024),
+                 level_dropout: float = 0.0) -> None:
         super().__init__()
         self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
-        self.out_dim, self.answer_hidden = dim, answer_hidden
+        self.out_dim, self.answer_hidden, self.level_dropout = dim, answer_hidden, level_dropout
 
     def precompute(self, v: torch.Tensor, v_mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Every level's ``image_projection`` of V: L x (B_img, N, k). Three products rather than
@@ -66,7 +67,8 @@ class HierarchicalCoAttention(Attention):
         return Attended(pairs, torch.stack(a_v, 1), torch.stack(a_q, 1))  # (B, L, N), (B, L, T)
 
     def answer_head(self, num_answers: int, dropout: float) -> nn.Module:
-        return RecursiveAnswerHead(self.out_dim, self.answer_hidden, num_answers, dropout)
+        return RecursiveAnswerHead(self.out_dim, self.answer_hidden, num_answers, dropout,
+                                   self.level_dropout)
 
 
 class HieCoAtt(VQAModel):
@@ -85,6 +87,8 @@ class HieCoAtt(VQAModel):
         answer_hidden: widths of the answer MLP's h^w, h^p, h^s (``RecursiveAnswerHead``); one
             number sets all three (checkpoints trained before the reference widths were the
             default hold 1024 here: they load with it).
+        level_dropout: drops whole levels before the answer MLP in training
+            (``RecursiveAnswerHead``); 0, the paper's model, unless set.
     """
 
     def __init__(
@@ -102,9 +106,10 @@ class HieCoAtt(VQAModel):
         dropout: float = 0.5,
         box_geometry: bool = False,
         blind: bool = False,
+        level_dropout: float = 0.0,
     ) -> None:
         attention = partial(HierarchicalCoAttention, coattention=coattention, hidden=hidden,
-                            answer_hidden=answer_hidden)
+                            answer_hidden=answer_hidden, level_dropout=level_dropout)
         super().__init__(vocab_size, num_answers, attention, image_encoder, question_encoder,
                          image_dim=image_dim, text_model=text_model, dim=dim, dropout=dropout,
                          box_geometry=box_geometry, blind=blind)
