@@ -297,3 +297,21 @@ def test_ddp_two_processes_train_every_mechanism_in_step() -> None:
         torch.testing.assert_close(results[0][name], results[1][name], rtol=0, atol=1e-6)
         assert not torch.equal(results[0][name], torch.cat(
             [p.detach().flatten() for p in build(name).parameters()])), name  # they trained
+
+
+def test_butd_uniform_warm_up_then_learned_attention() -> None:
+    torch.manual_seed(0)
+    model = VQAModel(V, A, partial(TopDownAttention, hidden=D, uniform_steps=2), image_dim=C,
+                     dim=D, dropout=0.0)
+    x = inputs()
+    real = x["region_mask"][x["image_index"]]  # (B, N)
+    uniform = real / real.sum(1, keepdim=True)
+    model.eval()  # evaluation neither counts nor learns: uniform while the warm-up lasts
+    assert torch.allclose(model(**x)["image_attention"][:, 0], uniform)
+    model.train()
+    for _ in range(2):
+        assert torch.allclose(model(**x)["image_attention"][:, 0], uniform)
+    learned = model(**x)["image_attention"][:, 0]  # the third training pass
+    assert not torch.allclose(learned, uniform) and (learned[~real] == 0).all()
+    assert model.state_dict()["attention.steps"] == 3  # resumed runs continue the count
+    assert "attention.steps" not in build("butd").state_dict()  # the paper's model: no buffer

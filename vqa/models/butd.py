@@ -55,11 +55,17 @@ class TopDownAttention(Attention):
         dropout: on ``y`` before the scores, and before the answer layers (the paper does not
             say where it drops out; bottom-up-attention-vqa drops out there).
         hidden: size of the gated tanh layers (default ``d``; the paper: 512).
+        uniform_steps: attention is uniform (the scores are zeroed) for this many training
+            forward passes, then learned. Not in the paper, whose regions are fixed pretrained
+            features (0 turns it off). Trained from scratch with a CNN, the learned attention
+            settles on the background before the features say where objects are; on shapes, 8
+            epochs of uniform attention first make it learn (``docs/results/mechanisms.md``).
     """
 
     maps = MapNames(("top-down",))
 
-    def __init__(self, dim: int = 512, dropout: float = 0.5, hidden: int | None = None) -> None:
+    def __init__(self, dim: int = 512, dropout: float = 0.5, hidden: int | None = None,
+                 uniform_steps: int = 0) -> None:
         super().__init__()
         hidden = hidden or dim
         self.f_a_v = nn.Linear(dim, 2 * hidden)  # f_a's weights on v_i (with its biases)
@@ -68,6 +74,9 @@ class TopDownAttention(Attention):
         self.f_q, self.f_v = GatedTanh(dim, hidden), GatedTanh(dim, hidden)
         self.drop = Dropout(dropout)
         self.out_dim = hidden
+        self.uniform_steps = uniform_steps
+        if uniform_steps:  # training passes so far, saved in checkpoints (absent: the paper's model)
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def precompute(self, v: torch.Tensor, v_mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         return (self.f_a_v(v),)  # (B_img, N, 2k)
@@ -77,7 +86,13 @@ class TopDownAttention(Attention):
         q_vec = last_state(q[-1], q_mask)  # (B, D)
         wv = pre[0] if pre else self.f_a_v(v)  # (B, N, 2k)
         y = gate(wv + self.f_a_q(q_vec).unsqueeze(1))  # (B, N, k): f_a([v_i; q])
-        a = masked_softmax(score(self.drop(y), self.w_a), v_mask)  # (B, N)
+        s = score(self.drop(y), self.w_a)  # (B, N)
+        if self.uniform_steps:
+            if self.training:
+                self.steps += 1
+            if self.steps <= self.uniform_steps:  # warm-up: uniform, every weight on the path
+                s = s * 0
+        a = masked_softmax(s, v_mask)  # (B, N)
         h = self.f_q(q_vec) * self.f_v(attend(a, v))  # (B, k): fusion
         return Attended(h, a.unsqueeze(1), no_maps(len(h), q_mask.shape[1], v))
 
