@@ -90,8 +90,7 @@ class TopDownAttention(Attention):
         if self.uniform_steps:
             if self.training:
                 self.steps += 1
-            if self.steps <= self.uniform_steps:  # warm-up: uniform, every weight on the path
-                s = s * 0
+            s = s * (self.steps > self.uniform_steps)  # 0 in the warm-up: uniform, no host sync
         a = masked_softmax(s, v_mask)  # (B, N)
         h = self.f_q(q_vec) * self.f_v(attend(a, v))  # (B, k): fusion
         return Attended(h, a.unsqueeze(1), no_maps(len(h), q_mask.shape[1], v))

@@ -23,8 +23,8 @@ class RecursiveAnswerHead(nn.Module):
         dropout: before each linear layer, as in the reference code.
         level_dropout: in training, each question's attended pair ``q + v`` of each level is
             zeroed with this probability (the kept ones scaled by 1 / (1 - p)), so that no level
-            can leave a question family to another. Not in the paper (0 turns it off); see
-            ``docs/results/shapes.md`` for why the shapes recipe uses it.
+            can leave a question family to another. Not in the paper (0 turns it off); no recipe
+            uses it: at 0.3 it slowed learning on shapes (``docs/results/shapes.md``).
     """
 
     def __init__(self, dim: int = 512, hidden: int | tuple[int, int, int] = (512, 512, 1024),
