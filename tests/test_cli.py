@@ -302,3 +302,24 @@ def test_warmup_schedule_follows_mcan_and_ban() -> None:
         opt.step()
         schedule.step()
     assert rates == pytest.approx([2.5e-5, 5e-5, 7.5e-5, *[1e-4] * 7, 2e-5, 2e-5, 4e-6])
+
+
+@pytest.mark.parametrize("overlay", ["parallel", "ban"])
+def test_shapes_overlays_set_the_models_optimiser(overlay: str, capsys: pytest.CaptureFixture) -> None:
+    """The rate an overlay sets is the model's, with the schedule it was measured with (none)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"),
+              "-c", str(ROOT / f"configs/shapes/{overlay}.yaml"), "--print_config"])
+    assert exit_.value.code in (0, None)
+    module = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert module["optimizer"]["class_path"] == "torch.optim.Adam"
+    assert module["optimizer"]["init_args"]["lr"] == 5e-4 and module["scheduler"] is None
+
+
+@pytest.mark.parametrize("key", ["optimizer", "lr_scheduler"])
+def test_top_level_optimiser_key_is_refused_naming_the_file(key: str, tmp_path: Path) -> None:
+    """Lightning's CLI would take a top-level optimiser and drop the model's schedule in silence."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(f"{key}:\n  class_path: torch.optim.SGD\n  init_args:\n    lr: 0.1\n")
+    with pytest.raises(ValueError, match=rf"overlay.yaml: top-level key '{key}'.*model: "):
+        run(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"), "-c", str(overlay)])

@@ -251,7 +251,9 @@ def check_features_main(argv: list[str]) -> None:
 
 def check_config_files(argv: list[str]) -> None:
     """Read each YAML file given with ``-c``/``--config`` in ``argv``: a syntax error names the
-    file, line and column (jsonargparse names no file, and counts lines of the merged text)."""
+    file, line and column (jsonargparse names no file, and counts lines of the merged text); a
+    top-level ``optimizer`` or ``lr_scheduler`` key, where Lightning's own CLI would take one,
+    names its file and the key to use instead."""
     from itertools import pairwise
 
     import yaml
@@ -260,7 +262,7 @@ def check_config_files(argv: list[str]) -> None:
     given += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
     for path in (f for f in given if Path(f).is_file()):  # else: YAML text, or a missing file
         try:
-            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: byte {e.start}: not UTF-8 text ({e.reason})") from None
         except yaml.MarkedYAMLError as e:
@@ -268,6 +270,10 @@ def check_config_files(argv: list[str]) -> None:
             where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
             tab = " (YAML does not allow tabs for indentation)" if "\\t" in str(e.problem) else ""
             raise ValueError(f"{path}:{where} {e.problem or e.context}{tab}") from None
+        for key, instead in (("optimizer", "optimizer"), ("lr_scheduler", "scheduler")):
+            if isinstance(config, dict) and key in config:
+                raise ValueError(f"{path}: top-level key {key!r}: the optimiser and its schedule "
+                                 f"are the model's, set `model: {instead}: ...` instead")
 
 
 def check_data_main(argv: list[str]) -> None:

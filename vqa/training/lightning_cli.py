@@ -86,6 +86,10 @@ class VQACLI(LightningCLI):
         set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
         kwargs.setdefault("parser_kwargs", {}).setdefault("parser_mode", "omegaconf+")
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # One place for the optimiser and schedule: ``model.optimizer`` / ``model.scheduler``.
+        # Lightning's top-level ``optimizer`` key would replace ``configure_optimizers`` and
+        # silently drop the model's scheduler, so it is not offered.
+        kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
