@@ -174,3 +174,32 @@ def test_level_dropout_drops_whole_levels_per_question_in_training_only() -> Non
     paper = RecursiveAnswerHead(dim=4, hidden=8, num_answers=3, dropout=0.0)
     paper.train()
     assert all(x is y for x, y in zip(paper._levels(sums), sums, strict=True))
+
+
+def test_level_answers_add_each_levels_own_loss_in_training_only() -> None:
+    from vqa.data.batch import Batch
+    from vqa.training import VQAModule
+
+    torch.manual_seed(0)
+    model = HieCoAtt(vocab_size=20, num_answers=7, image_dim=8, dim=16, hidden=16,
+                     answer_hidden=32, dropout=0.0, level_answers=0.5)
+    question, mask = torch.randint(1, 20, (3, 5)), torch.ones(3, 5, dtype=torch.bool)
+    features, answers = torch.randn(3, 4, 8), torch.tensor([1, 6, 2])
+    out = model(question, mask, features=features)
+    assert out["logits"].shape == (3, 7) and out["level_logits"].shape == (3, 3, 7)
+    # each level's own answer reads that level's q + v only
+    levels = model.attention(model.regions(None, features), None,
+                             model.question_encoder(question, mask), mask).fused
+    for i, (v, q) in enumerate(levels):
+        assert torch.allclose(out["level_logits"][:, i], model.head.level_heads[i](q + v))
+    batch = Batch(question, mask, torch.arange(3), torch.zeros(3, 7), answers, torch.zeros(3, 1),
+                  features=features)
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(out["logits"], answers) + 0.5 * torch.stack(
+        [ce(out["level_logits"][:, i], answers) for i in range(3)]).mean()
+    assert torch.allclose(VQAModule(model).training_loss(out, batch), expected)
+    model.eval()  # evaluation: the paper's answer only
+    assert "level_logits" not in model(question, mask, features=features)
+    paper = HieCoAtt(vocab_size=20, num_answers=7, image_dim=8, dim=16, hidden=16)
+    assert not hasattr(paper.head, "level_heads")
+    assert "level_logits" not in paper(question, mask, features=features)

@@ -25,10 +25,15 @@ class RecursiveAnswerHead(nn.Module):
             zeroed with this probability (the kept ones scaled by 1 / (1 - p)), so that no level
             can leave a question family to another. Not in the paper (0 turns it off); no recipe
             uses it: at 0.3 it slowed learning on shapes (``docs/results/shapes.md``).
+        level_answers: weight of an auxiliary loss in training: each level answers alone from
+            its own ``q + v``, ``W^a_l tanh(W'_l(q^l + v^l))`` (deep supervision), so each level
+            must attend for every question family; the answer is still Eq. 9's. Not in the
+            paper (0, the default, builds no extra layers).
     """
 
     def __init__(self, dim: int = 512, hidden: int | tuple[int, int, int] = (512, 512, 1024),
-                 num_answers: int = 1000, dropout: float = 0.5, level_dropout: float = 0.0) -> None:
+                 num_answers: int = 1000, dropout: float = 0.5, level_dropout: float = 0.0,
+                 level_answers: float = 0.0) -> None:
         super().__init__()
         h_w, h_p, h_s = (hidden,) * 3 if isinstance(hidden, int) else tuple(hidden)
         self.w_w = nn.Linear(dim, h_w)
@@ -36,7 +41,11 @@ class RecursiveAnswerHead(nn.Module):
         self.w_s = nn.Linear(dim + h_p, h_s)
         self.w_h = nn.Linear(h_s, num_answers)
         self.drop = Dropout(dropout)
-        self.level_dropout = level_dropout
+        self.level_dropout, self.level_answers = level_dropout, level_answers
+        if level_answers:  # one small answer MLP per level, for the auxiliary loss only
+            self.level_heads = nn.ModuleList(
+                nn.Sequential(nn.Linear(dim, h), nn.Tanh(), nn.Linear(h, num_answers))
+                for h in (h_w, h_p, h_s))
 
     def _levels(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
         """``level_dropout`` over the levels' (B, D) sums: one draw per question and level."""
@@ -47,10 +56,17 @@ class RecursiveAnswerHead(nn.Module):
         scale = keep.to(sums[0].dtype) / (1 - p)
         return [x * scale[:, i, None] for i, x in enumerate(sums)]
 
-    def forward(self, levels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """``levels``: (v^, q^) pairs, each (B, D), for word, phrase, question -> logits (B, A)."""
-        word, phrase, question = self._levels([q + v for v, q in levels])  # each (B, D)
+    def forward(self, levels: list[tuple[torch.Tensor, torch.Tensor]]
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``levels``: (v^, q^) pairs, each (B, D), for word, phrase, question -> logits (B, A);
+        in training with ``level_answers``, also each level's own logits (B, L, A)."""
+        sums = [q + v for v, q in levels]  # each (B, D)
+        word, phrase, question = self._levels(sums)
         h = torch.tanh(self.w_w(self.drop(word)))  # Eq. 7
         h = torch.tanh(self.w_p(self.drop(torch.cat([phrase, h], -1))))  # Eq. 8
         h = torch.tanh(self.w_s(self.drop(torch.cat([question, h], -1))))  # Eq. 9
-        return self.w_h(self.drop(h))
+        logits = self.w_h(self.drop(h))
+        if not (self.training and self.level_answers):
+            return logits
+        own = [head(self.drop(x)) for head, x in zip(self.level_heads, sums, strict=True)]
+        return logits, torch.stack(own, 1)  # (B, A), (B, L, A)

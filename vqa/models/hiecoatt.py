@@ -35,7 +35,7 @@ class HierarchicalCoAttention(Attention):
             ``AlternatingCoAttention`` (the reference code's default) or ``ParallelCoAttention``.
         hidden: attention size ``k``.
         answer_hidden: widths of the recursive head's h^w, h^p, h^s.
-        level_dropout: the head's (``RecursiveAnswerHead``); 0 in the paper.
+        level_dropout, level_answers: the head's (``RecursiveAnswerHead``); 0 in the paper.
     """
 
     maps = MapNames(LEVELS, LEVELS)
@@ -43,10 +43,11 @@ class HierarchicalCoAttention(Attention):
     def __init__(self, dim: int = 512, dropout: float = 0.5,
                  coattention: Callable[[int, int, float], CoAttention] = AlternatingCoAttention,
                  hidden: int = 512, answer_hidden: int | tuple[int, int, int] = (512, 512, 1024),
-                 level_dropout: float = 0.0) -> None:
+                 level_dropout: float = 0.0, level_answers: float = 0.0) -> None:
         super().__init__()
         self.coattention = nn.ModuleList(coattention(dim, hidden, dropout) for _ in LEVELS)
-        self.out_dim, self.answer_hidden, self.level_dropout = dim, answer_hidden, level_dropout
+        self.out_dim, self.answer_hidden = dim, answer_hidden
+        self.level_dropout, self.level_answers = level_dropout, level_answers
 
     def precompute(self, v: torch.Tensor, v_mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Every level's ``image_projection`` of V: L x (B_img, N, k). Three products rather than
@@ -68,7 +69,7 @@ class HierarchicalCoAttention(Attention):
 
     def answer_head(self, num_answers: int, dropout: float) -> nn.Module:
         return RecursiveAnswerHead(self.out_dim, self.answer_hidden, num_answers, dropout,
-                                   self.level_dropout)
+                                   self.level_dropout, self.level_answers)
 
 
 class HieCoAtt(VQAModel):
@@ -89,6 +90,8 @@ class HieCoAtt(VQAModel):
             default hold 1024 here: they load with it).
         level_dropout: drops whole levels before the answer MLP in training
             (``RecursiveAnswerHead``); 0, the paper's model, unless set.
+        level_answers: weight of each level's own answer loss in training
+            (``RecursiveAnswerHead``); 0, the paper's model, unless set.
     """
 
     def __init__(
@@ -107,9 +110,11 @@ class HieCoAtt(VQAModel):
         box_geometry: bool = False,
         blind: bool = False,
         level_dropout: float = 0.0,
+        level_answers: float = 0.0,
     ) -> None:
         attention = partial(HierarchicalCoAttention, coattention=coattention, hidden=hidden,
-                            answer_hidden=answer_hidden, level_dropout=level_dropout)
+                            answer_hidden=answer_hidden, level_dropout=level_dropout,
+                            level_answers=level_answers)
         super().__init__(vocab_size, num_answers, attention, image_encoder, question_encoder,
                          image_dim=image_dim, text_model=text_model, dim=dim, dropout=dropout,
                          box_geometry=box_geometry, blind=blind)

@@ -132,7 +132,8 @@ class VQAModel(nn.Module):
                 region_mask: torch.Tensor | None = None,
                 boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Returns ``logits`` (B, A), ``image_attention`` (B, M_v, N) and ``question_attention``
-        (B, M_q, T), their rows named by ``maps``, and the mechanism's ``extra`` maps.
+        (B, M_q, T), their rows named by ``maps``, the mechanism's ``extra`` maps, and in
+        training a head's auxiliary answers, ``level_logits`` (B, L, A), where it gives them.
 
         ``image_index`` (B,) picks each question's image when ``image`` / ``features`` hold every
         image of the batch once; ``region_mask`` (B_img, N) marks real regions (``None``: all)
@@ -147,5 +148,9 @@ class VQAModel(nn.Module):
             region_mask = region_mask[image_index] if region_mask is not None else None
         q = self.question_encoder(question, question_mask)  # levels, each (B, T, D)
         out = self.attention(v, region_mask, q, question_mask, pre)
-        return {"logits": self.head(out.fused), "image_attention": out.regions,
-                "question_attention": out.words, **(out.extra or {})}
+        logits = self.head(out.fused)
+        aux = {}
+        if isinstance(logits, tuple):  # a head's auxiliary answers (training only)
+            logits, aux["level_logits"] = logits  # (B, A), (B, L, A)
+        return {"logits": logits, "image_attention": out.regions,
+                "question_attention": out.words, **(out.extra or {}), **aux}

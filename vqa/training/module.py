@@ -90,8 +90,17 @@ class VQAModule(pl.LightningModule):
             return max(int((batch.answer_index != -100).sum()), 1)
         return len(batch)
 
+    def training_loss(self, out: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The answer's loss, plus, where the head gives each level's own answer
+        (``level_logits``, B x L x A), their mean loss times the head's ``level_answers``."""
+        loss = self.loss(out["logits"], batch)
+        if "level_logits" in out:
+            own = torch.stack([self.loss(x, batch) for x in out["level_logits"].unbind(1)])
+            loss = loss + self.model.head.level_answers * own.mean()
+        return loss
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch)["logits"], batch)
+        loss = self.training_loss(self(batch), batch)
         self._stop_if_not_finite(loss, batch, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
