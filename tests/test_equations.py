@@ -5,6 +5,8 @@ per question; the transcription below does none of that: one question at a time,
 in the paper, every product in the order written.
 """
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -32,8 +34,11 @@ def parallel_eq(att: ParallelCoAttention, V: torch.Tensor, Q: torch.Tensor, real
     C = torch.tanh(Q.T @ att.w_b.weight @ V)  # (T, N), Eq. 3
     C = C * real[:, None]  # the code's documented departure: padded words have no affinity
     Wv, Wq = att.w_v.weight, att.w_q.weight
-    Hv = torch.tanh(Wv @ V + (Wq @ Q) @ C)  # (k, N)
-    Hq = torch.tanh(Wq @ Q + (Wv @ V) @ C.T)  # (k, T)
+    q_sum, v_sum = (Wq @ Q) @ C, (Wv @ V) @ C.T  # (k, N), (k, T)
+    if att.affinity_mean:  # the option's departure: means over the real words and the N regions
+        q_sum, v_sum = q_sum / real.sum(), v_sum / V.shape[1]
+    Hv = torch.tanh(Wv @ V + q_sum)  # (k, N)
+    Hq = torch.tanh(Wq @ Q + v_sum)  # (k, T)
     av = softmax((att.w_hv.weight @ Hv)[0] + att.w_hv.bias)
     aq = softmax((att.w_hq.weight @ Hq)[0] + att.w_hq.bias, real)
     return V @ av, Q @ aq, av, aq
@@ -59,16 +64,17 @@ def alternating_eq(att: AlternatingCoAttention, V: torch.Tensor, Q: torch.Tensor
 EQUATIONS = {ParallelCoAttention: parallel_eq, AlternatingCoAttention: alternating_eq}
 
 
-@pytest.mark.parametrize("cls", EQUATIONS, ids=lambda c: c.__name__)
-def test_coattention_equals_the_equations(cls) -> None:
+@pytest.mark.parametrize("build", [*EQUATIONS, partial(ParallelCoAttention, affinity_mean=True)],
+                         ids=["parallel", "alternating", "parallel_affinity_mean"])
+def test_coattention_equals_the_equations(build) -> None:
     torch.manual_seed(0)
-    att = cls(D, K, dropout=0.0).eval()
+    att = build(D, K, dropout=0.0).eval()
     v, q = torch.randn(4, N, D), torch.randn(4, T, D)
     mask = torch.arange(T)[None] < torch.tensor([6, 4, 1, 3])[:, None]
     with torch.no_grad():
         got = att(v, q, mask)
         for b in range(4):
-            want = EQUATIONS[cls](att, v[b].T, q[b].T, mask[b])
+            want = EQUATIONS[type(att)](att, v[b].T, q[b].T, mask[b])
             for x, y in zip(got, want, strict=True):
                 assert (x[b] - y).abs().max() < TOLERANCE
 

@@ -27,6 +27,8 @@ MECHANISMS = {
     "alternating": partial(HierarchicalCoAttention, hidden=D, answer_hidden=D),
     "parallel": partial(HierarchicalCoAttention, coattention=ParallelCoAttention, hidden=D,
                         answer_hidden=D),
+    "parallel_mean": partial(HierarchicalCoAttention, hidden=D, answer_hidden=D,
+                             coattention=partial(ParallelCoAttention, affinity_mean=True)),
     "mcan": partial(ModularCoAttention, depth=2, heads=4),
     "ban": partial(BilinearAttention, glimpses=3),
 }

@@ -35,6 +35,13 @@ class CoAttention(nn.Module):
         raise NotImplementedError
 
 
+def _count(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """Real items of each row of ``x`` (B, M, D) under ``mask`` (B, M), at least 1: (B, 1, 1)."""
+    if mask is None:
+        return x.new_tensor(float(x.shape[1]))
+    return mask.sum(1).clamp(min=1).to(x.dtype)[:, None, None]
+
+
 class ParallelCoAttention(CoAttention):
     """Image and question attend to each other at once through the affinity matrix C.
 
@@ -48,10 +55,18 @@ class ParallelCoAttention(CoAttention):
         dim: feature size ``d``.
         hidden: attention size ``k``.
         dropout: on H^v and H^q before the attention scores, as in the reference code.
+        affinity_mean: divide ``(W_q Q) C`` by the number of real words and ``(W_v V) C^T`` by
+            the number of real regions: means instead of Eq. 4's sums. Not in the paper (off by
+            default). With the sums, ``C^T`` adds up N region vectors into each word's H^q: on
+            shapes' 64 regions its pre-activation reaches about 30 to 50 and nearly all of H^q
+            sits on tanh's flat tails, where no gradient reaches the word attention
+            (``docs/results/mechanisms.md``).
     """
 
-    def __init__(self, dim: int = 512, hidden: int = 512, dropout: float = 0.5) -> None:
+    def __init__(self, dim: int = 512, hidden: int = 512, dropout: float = 0.5,
+                 affinity_mean: bool = False) -> None:
         super().__init__()
+        self.affinity_mean = affinity_mean
         self.w_b = nn.Linear(dim, dim, bias=False)
         self.w_v = nn.Linear(dim, hidden, bias=False)
         self.w_q = nn.Linear(dim, hidden, bias=False)
@@ -74,8 +89,12 @@ class ParallelCoAttention(CoAttention):
         if v_mask is not None:
             c_t = c_t * v_mask.unsqueeze(2).to(c_t.dtype)
         wq = self.w_q(q)  # (B, T, k)
-        h_v = torch.tanh(wv + c_t @ wq)  # (B, N, T) x (B, T, k) -> (B, N, k)
-        h_q = torch.tanh(wq + c_t.transpose(1, 2) @ wv)  # (B, T, N) x (B, N, k) -> (B, T, k)
+        q_sum = c_t @ wq  # (B, N, T) x (B, T, k) -> (B, N, k)
+        v_sum = c_t.transpose(1, 2) @ wv  # (B, T, N) x (B, N, k) -> (B, T, k)
+        if self.affinity_mean:
+            q_sum, v_sum = q_sum / _count(q_mask, q), v_sum / _count(v_mask, v)
+        h_v = torch.tanh(wv + q_sum)  # (B, N, k)
+        h_q = torch.tanh(wq + v_sum)  # (B, T, k)
         a_v = masked_softmax(score(self.drop(h_v), self.w_hv), v_mask)  # (B, N), Eq. 4
         a_q = masked_softmax(score(self.drop(h_q), self.w_hq), q_mask)  # (B, T)
         return attend(a_v, v), attend(a_q, q), a_v, a_q
