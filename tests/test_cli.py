@@ -304,16 +304,26 @@ def test_warmup_schedule_follows_mcan_and_ban() -> None:
     assert rates == pytest.approx([2.5e-5, 5e-5, 7.5e-5, *[1e-4] * 7, 2e-5, 2e-5, 4e-6])
 
 
-@pytest.mark.parametrize("overlay", ["parallel", "ban"])
-def test_shapes_overlays_set_the_models_optimiser(overlay: str, capsys: pytest.CaptureFixture) -> None:
-    """The rate an overlay sets is the model's, with the schedule it was measured with (none)."""
+def _shapes_model_config(overlay: str, capsys: pytest.CaptureFixture) -> dict:
+    """The model section ``vqa fit --print_config`` gives for the shapes recipe plus ``overlay``."""
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "-c", str(ROOT / "configs/shapes/alternating.yaml"),
               "-c", str(ROOT / f"configs/shapes/{overlay}.yaml"), "--print_config"])
     assert exit_.value.code in (0, None)
-    module = yaml.safe_load(capsys.readouterr().out)["model"]
-    assert module["optimizer"]["class_path"] == "torch.optim.Adam"
-    assert module["optimizer"]["init_args"]["lr"] == 5e-4 and module["scheduler"] is None
+    return yaml.safe_load(capsys.readouterr().out)["model"]
+
+
+def test_shapes_overlays_set_the_models_optimiser(capsys: pytest.CaptureFixture) -> None:
+    """The rate an overlay sets is the model's, with the schedule it was measured with (none for
+    BAN); parallel co-attention keeps the recipe's optimiser and takes affinity means."""
+    ban = _shapes_model_config("ban", capsys)
+    assert ban["optimizer"]["class_path"] == "torch.optim.Adam"
+    assert ban["optimizer"]["init_args"]["lr"] == 5e-4 and ban["scheduler"] is None
+    parallel = _shapes_model_config("parallel", capsys)
+    assert parallel["optimizer"]["init_args"]["lr"] == 1e-3 and parallel["scheduler"] is not None
+    coattention = parallel["model"]["init_args"]["coattention"]
+    assert coattention["class_path"] == "vqa.models.ParallelCoAttention"
+    assert coattention["init_args"]["affinity_mean"] is True
 
 
 @pytest.mark.parametrize("key", ["optimizer", "lr_scheduler"])
