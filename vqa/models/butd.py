@@ -58,7 +58,7 @@ class TopDownAttention(Attention):
         uniform_steps: attention is uniform (the scores are zeroed) for this many training
             forward passes, then learned. Not in the paper, whose regions are fixed pretrained
             features (0 turns it off). Trained from scratch with a CNN, the learned attention
-            settles on the background before the features say where objects are; on shapes, 8
+            settles on the background before the features say where objects are; on shapes, 4
             epochs of uniform attention first make it learn (``docs/results/mechanisms.md``).
     """
 
