@@ -30,15 +30,19 @@ def softmax(scores: torch.Tensor, real: torch.Tensor | None = None) -> torch.Ten
 
 def parallel_eq(att: ParallelCoAttention, V: torch.Tensor, Q: torch.Tensor, real: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-    """Eq. 3-4 for one question: V (d, N), Q (d, T), ``real`` (T,) non-padded words."""
-    C = torch.tanh(Q.T @ att.w_b.weight @ V)  # (T, N), Eq. 3
+    """Eq. 3-4 for one question: V (d, N), Q (d, T), ``real`` (T,) non-padded words; with
+    ``bias``, the reference code's biases on W_b V, W_v V and W_q Q."""
+    def linear(layer: torch.nn.Linear, X: torch.Tensor) -> torch.Tensor:  # W X (+ b 1^T)
+        return layer.weight @ X + (layer.bias[:, None] if layer.bias is not None else 0)
+
+    C = torch.tanh(Q.T @ linear(att.w_b, V))  # (T, N), Eq. 3
     C = C * real[:, None]  # the code's documented departure: padded words have no affinity
-    Wv, Wq = att.w_v.weight, att.w_q.weight
-    q_sum, v_sum = (Wq @ Q) @ C, (Wv @ V) @ C.T  # (k, N), (k, T)
+    WvV, WqQ = linear(att.w_v, V), linear(att.w_q, Q)  # (k, N), (k, T)
+    q_sum, v_sum = WqQ @ C, WvV @ C.T  # (k, N), (k, T)
     if att.affinity_mean:  # the option's departure: means over the real words and the N regions
         q_sum, v_sum = q_sum / real.sum(), v_sum / V.shape[1]
-    Hv = torch.tanh(Wv @ V + q_sum)  # (k, N)
-    Hq = torch.tanh(Wq @ Q + v_sum)  # (k, T)
+    Hv = torch.tanh(WvV + q_sum)  # (k, N)
+    Hq = torch.tanh(WqQ + v_sum)  # (k, T)
     av = softmax((att.w_hv.weight @ Hv)[0] + att.w_hv.bias)
     aq = softmax((att.w_hq.weight @ Hq)[0] + att.w_hq.bias, real)
     return V @ av, Q @ aq, av, aq
@@ -64,8 +68,9 @@ def alternating_eq(att: AlternatingCoAttention, V: torch.Tensor, Q: torch.Tensor
 EQUATIONS = {ParallelCoAttention: parallel_eq, AlternatingCoAttention: alternating_eq}
 
 
-@pytest.mark.parametrize("build", [*EQUATIONS, partial(ParallelCoAttention, affinity_mean=True)],
-                         ids=["parallel", "alternating", "parallel_affinity_mean"])
+@pytest.mark.parametrize("build", [*EQUATIONS, partial(ParallelCoAttention, affinity_mean=True),
+                                   partial(ParallelCoAttention, affinity_mean=True, bias=True)],
+                         ids=["parallel", "alternating", "parallel_affinity_mean", "parallel_bias"])
 def test_coattention_equals_the_equations(build) -> None:
     torch.manual_seed(0)
     att = build(D, K, dropout=0.0).eval()

@@ -27,8 +27,9 @@ MECHANISMS = {
     "alternating": partial(HierarchicalCoAttention, hidden=D, answer_hidden=D),
     "parallel": partial(HierarchicalCoAttention, coattention=ParallelCoAttention, hidden=D,
                         answer_hidden=D),
-    "parallel_mean": partial(HierarchicalCoAttention, hidden=D, answer_hidden=D,
-                             coattention=partial(ParallelCoAttention, affinity_mean=True)),
+    "parallel_shapes": partial(HierarchicalCoAttention, hidden=D, answer_hidden=D,  # its options
+                               coattention=partial(ParallelCoAttention, affinity_mean=True,
+                                                   bias=True)),
     "mcan": partial(ModularCoAttention, depth=2, heads=4),
     "ban": partial(BilinearAttention, glimpses=3),
 }

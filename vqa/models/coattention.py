@@ -61,15 +61,18 @@ class ParallelCoAttention(CoAttention):
             shapes' 64 regions its pre-activation reaches about 30 to 50 and nearly all of H^q
             sits on tanh's flat tails, where no gradient reaches the word attention
             (``docs/results/mechanisms.md``).
+        bias: biases on ``W_b V``, ``W_v V`` and ``W_q Q``, as the reference code's
+            ``parallel_atten`` has them (its three ``nn.Linear``); Eq. 3-4 have none (the
+            default). With them, ``C = tanh(Q^T (W_b V + b_b))`` holds a term linear in Q alone.
     """
 
     def __init__(self, dim: int = 512, hidden: int = 512, dropout: float = 0.5,
-                 affinity_mean: bool = False) -> None:
+                 affinity_mean: bool = False, bias: bool = False) -> None:
         super().__init__()
         self.affinity_mean = affinity_mean
-        self.w_b = nn.Linear(dim, dim, bias=False)
-        self.w_v = nn.Linear(dim, hidden, bias=False)
-        self.w_q = nn.Linear(dim, hidden, bias=False)
+        self.w_b = nn.Linear(dim, dim, bias=bias)
+        self.w_v = nn.Linear(dim, hidden, bias=bias)
+        self.w_q = nn.Linear(dim, hidden, bias=bias)
         self.w_hv = nn.Linear(hidden, 1)
         self.w_hq = nn.Linear(hidden, 1)
         self.drop = Dropout(dropout)
@@ -84,7 +87,10 @@ class ParallelCoAttention(CoAttention):
         wv = self.w_v(v) if v_proj is None else v_proj  # W_v V: (B, N, k)
         qb = q @ self.w_b.weight  # Q^T W_b: (B, T, D) x (D, D) -> (B, T, D)
         # C^T, regions first, so that no (B, D, N) transpose of V is copied in the backward pass
-        c_t = torch.tanh(v @ qb.transpose(1, 2))  # (B, N, D) x (B, D, T) -> (B, N, T), Eq. 3
+        c_t = v @ qb.transpose(1, 2)  # (B, N, D) x (B, D, T) -> (B, N, T)
+        if self.w_b.bias is not None:
+            c_t = c_t + (q @ self.w_b.bias).unsqueeze(1)  # + Q^T b_b: (B, 1, T)
+        c_t = torch.tanh(c_t)  # Eq. 3
         c_t = c_t * q_mask.unsqueeze(1).to(c_t.dtype)
         if v_mask is not None:
             c_t = c_t * v_mask.unsqueeze(2).to(c_t.dtype)
