@@ -315,7 +315,8 @@ def _shapes_model_config(overlay: str, capsys: pytest.CaptureFixture) -> dict:
 
 def test_shapes_overlays_set_the_models_optimiser(capsys: pytest.CaptureFixture) -> None:
     """The rate an overlay sets is the model's, with the schedule it was measured with (none for
-    BAN); parallel co-attention keeps the recipe's optimiser and takes affinity means."""
+    BAN); parallel co-attention keeps the recipe's optimiser and takes affinity means and the
+    reference code's biases."""
     ban = _shapes_model_config("ban", capsys)
     assert ban["optimizer"]["class_path"] == "torch.optim.Adam"
     assert ban["optimizer"]["init_args"]["lr"] == 5e-4 and ban["scheduler"] is None
@@ -324,6 +325,7 @@ def test_shapes_overlays_set_the_models_optimiser(capsys: pytest.CaptureFixture)
     coattention = parallel["model"]["init_args"]["coattention"]
     assert coattention["class_path"] == "vqa.models.ParallelCoAttention"
     assert coattention["init_args"]["affinity_mean"] is True
+    assert coattention["init_args"]["bias"] is True
 
 
 @pytest.mark.parametrize("key", ["optimizer", "lr_scheduler"])

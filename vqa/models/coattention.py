@@ -64,6 +64,8 @@ class ParallelCoAttention(CoAttention):
         bias: biases on ``W_b V``, ``W_v V`` and ``W_q Q``, as the reference code's
             ``parallel_atten`` has them (its three ``nn.Linear``); Eq. 3-4 have none (the
             default). With them, ``C = tanh(Q^T (W_b V + b_b))`` holds a term linear in Q alone.
+            On shapes, with ``affinity_mean``, they took 5 seeds from 93.32 ± 3.35 % to
+            98.17 ± 0.22 % (``docs/results/mechanisms.md``).
     """
 
     def __init__(self, dim: int = 512, hidden: int = 512, dropout: float = 0.5,
